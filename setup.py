@@ -1,0 +1,44 @@
+"""mmjax: multimodal models in JAX/Flax (Flamingo, CLIP, SigLIP, CoCa) from one CPU to pods."""
+
+from setuptools import find_packages, setup
+
+# Minimum versions are the ones the test suite runs against (see README "Tested versions").
+INSTALL_REQUIRES = [
+    "jax>=0.10.2",
+    "flax>=0.12.8",
+    "optax>=0.2.8",
+    "orbax-checkpoint>=0.12.8",
+    "grain>=0.2.18",
+    "tensorflow-datasets>=4.9.10",
+    "ml-collections>=1.1.0",
+    "numpy>=2.0",
+    "pillow>=11.0",
+    "sentencepiece>=0.2.0",
+    "tensorboardX>=2.6",
+    "safetensors>=0.5",
+    "absl-py>=2.1",
+]
+
+EXTRAS_REQUIRE = {
+    # Reference implementations for parity tests. torch 2.14.1 / torchvision 0.29.1 are the pair
+    # that import together here (see DESIGN.md); open_clip 3.3.0 is the version our counts match.
+    "test": [
+        "pytest>=8.0",
+        "torch==2.14.1",
+        "torchvision==0.29.1",
+        "open_clip_torch==3.3.0",
+        "timm>=1.0",
+        "transformers>=4.50",
+    ],
+}
+
+setup(
+    name="mmjax",
+    version="0.1.0",
+    description=__doc__,
+    packages=find_packages(include=["mmjax", "mmjax.*"]),
+    package_data={"mmjax": ["data/assets/*"]},
+    python_requires=">=3.11",
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+)
