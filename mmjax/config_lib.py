@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from typing import Any, Iterable, Sequence
 
 import ml_collections
@@ -26,6 +27,10 @@ def load_module(path: str):
   """Imports a config file by path (configs are files, not package modules)."""
   if not os.path.exists(path):
     raise FileNotFoundError(f"config file {path!r} does not exist")
+  # Config files import their shared helpers (configs/common.py) as top-level modules.
+  config_dir = os.path.dirname(os.path.abspath(path))
+  if config_dir not in sys.path:
+    sys.path.insert(0, config_dir)
   name = "mmjax_config_" + os.path.splitext(os.path.basename(path))[0]
   spec = importlib.util.spec_from_file_location(name, path)
   module = importlib.util.module_from_spec(spec)

@@ -1,0 +1,101 @@
+"""Documented building blocks shared by the family configs (every field explained once here).
+
+Family files (`clip.py`, `siglip.py`, `coca.py`, ...) build their presets from these and change
+only what differs from the defaults.
+"""
+
+import ml_collections
+
+
+def vit(**overrides) -> ml_collections.ConfigDict:
+  """ViT image tower (mmjax/models/vit.py)."""
+  c = ml_collections.ConfigDict()
+  # Resolution the learned position embeddings are built for (other sizes are interpolated).
+  c.image_size = 224
+  # Side of the square patches; image_size must be divisible by it.
+  c.patch_size = 16
+  # Transformer width (residual stream), number of layers and attention heads.
+  c.width = 768
+  c.depth = 12
+  c.num_heads = 12
+  # Feed-forward hidden width; None means 4 * width.
+  c.mlp_dim = ml_collections.FieldReference(None, field_type=int)
+  # MLP activation: 'gelu' (open_clip), 'quick_gelu' (OpenAI CLIP weights), 'gelu_tanh'.
+  c.activation = "gelu"
+  # Pooling of the final tokens: 'tok' (class token), 'gap' (mean), 'map' (attention pooling).
+  c.pool = "tok"
+  # Prepend a learned class token.
+  c.class_token = True
+  # Bias on the patch-embedding convolution (timm/SigLIP: yes; open_clip: no).
+  c.patch_bias = False
+  # LayerNorm right after the position embeddings (open_clip: yes; timm/SigLIP: no).
+  c.ln_pre = True
+  # Epsilon of every LayerNorm in the tower (open_clip 1e-5, SigLIP 1e-6).
+  c.norm_eps = 1e-5
+  # Project the pooled features into the joint embedding space (False: SigLIP's timm tower,
+  # whose pooled width is the embedding, with no projection).
+  c.project = True
+  # Bias on the output projection into the joint embedding space.
+  c.proj_bias = False
+  # Share of patch tokens dropped during training (FLIP / open_clip patch dropout); 0 = off.
+  c.patch_dropout = 0.0
+  # Dropout on residual branches during training.
+  c.dropout_rate = 0.0
+  c.update(overrides)
+  return c
+
+
+def text(**overrides) -> ml_collections.ConfigDict:
+  """Transformer text tower (mmjax/models/text.py)."""
+  c = ml_collections.ConfigDict()
+  # Rows of the token embedding (49408 for CLIP's BPE, 32000 for SigLIP's sentencepiece).
+  c.vocab_size = 49408
+  # Number of learned positions = longest text the tower reads (CoCa: text length + 1 for CLS).
+  c.context_length = 77
+  # Transformer width, layers and heads.
+  c.width = 512
+  c.depth = 12
+  c.num_heads = 8
+  # Feed-forward hidden width; None means 4 * width.
+  c.mlp_dim = ml_collections.FieldReference(None, field_type=int)
+  # MLP activation ('gelu' or 'quick_gelu' for OpenAI weights).
+  c.activation = "gelu"
+  # Causal self-attention (CLIP, CoCa) or bidirectional (SigLIP).
+  c.causal = True
+  # Pooling: 'argmax' (the largest id, CLIP's end-of-text), 'last', 'first', 'eos'.
+  c.pool = "argmax"
+  # End-of-text id for pool='eos'.
+  c.eos_id = 49407
+  # Padding id of the tokenizer (masked out by CoCa's CLS token).
+  c.pad_id = 0
+  # CoCa only: use the unshifted padding mask instead of open_clip's legacy one.
+  c.correct_cls_mask = False
+  # LayerNorm epsilon (open_clip 1e-5, SigLIP 1e-6).
+  c.norm_eps = 1e-5
+  # Bias on the projection into the joint embedding space (SigLIP: yes).
+  c.proj_bias = False
+  # Dropout on residual branches during training.
+  c.dropout_rate = 0.0
+  c.update(overrides)
+  return c
+
+
+def model_common(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Fields every model config has: dtypes, layer scanning and rematerialisation."""
+  # Compute dtype of activations and matmuls ('float32' or 'bfloat16').
+  c.dtype = "float32"
+  # Storage dtype of parameters (fp32 master weights by default).
+  c.param_dtype = "float32"
+  # Scan over layers (one compiled layer body; compile time independent of depth).
+  c.scan = True
+  # Rematerialisation policy per layer: 'none', 'full', 'dots', 'dots_no_batch'.
+  c.remat = "none"
+  return c
+
+
+def root(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The top-level config around a model block (the trainer adds its own sections)."""
+  config = ml_collections.ConfigDict()
+  # The network, its loss and its metrics (see mmjax/models/family.py).
+  config.model = model
+  return config
