@@ -36,7 +36,7 @@ KV_HEADS = "kv_heads"  # key/value heads (grouped-query attention).
 KV = "kv"  # per-head feature dimension.
 VOCAB = "vocab"  # vocabulary rows of embeddings and output layers.
 LAYERS = "layers"  # the stacked axis of scanned layers.
-CONV_IN = "conv_in"  # input channels / spatial kernel taps of patch embeddings.
+CONV_IN = "conv_in"  # input channels of patch embeddings (spatial taps are unnamed).
 LATENTS = "latents"  # learned queries (resampler latents, pooler queries).
 NORM = "norm"  # scale/bias vectors of norms (never sharded).
 
@@ -147,3 +147,24 @@ def mesh_summary(mesh: Mesh) -> str:
   """One line describing the mesh, for logs."""
   return " x ".join(f"{name}={size}" for name, size in mesh.shape.items()) + \
       f" ({np.prod(list(mesh.shape.values()))} devices)"
+
+
+class sharding_context:  # pylint: disable=invalid-name
+  """`with sharding_context(mesh, rules):` makes logical activation constraints concrete.
+
+  Sets the mesh for `jax.jit` tracing and flax's logical axis rules together, so modules'
+  `nn.with_logical_constraint` calls resolve to mesh axes.
+  """
+
+  def __init__(self, mesh: Mesh, rules: str | Rules):
+    self._mesh_cm = jax.set_mesh(mesh)
+    self._rules_cm = nn.logical_axis_rules(list(get_rules(rules)))
+
+  def __enter__(self):
+    self._mesh_cm.__enter__()
+    self._rules_cm.__enter__()
+    return self
+
+  def __exit__(self, *exc):
+    self._rules_cm.__exit__(*exc)
+    return self._mesh_cm.__exit__(*exc)

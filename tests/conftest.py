@@ -11,3 +11,18 @@ import jax  # noqa: E402  pylint: disable=wrong-import-position
 jax.config.update("jax_platforms", "cpu")
 # Parity tests compare fp32 numbers to 1e-5; XLA's default CPU matmul precision is already fp32.
 jax.config.update("jax_default_matmul_precision", "highest")
+
+import pathlib  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _run_from_repo_root():
+  """Config specs such as 'configs/clip.py:tiny' are relative to the repository root."""
+  previous = os.getcwd()
+  os.chdir(REPO_ROOT)
+  yield
+  os.chdir(previous)

@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mmjax import parallel as P
 
@@ -85,16 +86,57 @@ def norm_layer(kind: str = "layernorm", eps: float = 1e-5, dtype: Dtype = jnp.fl
 
 # ---- Projections ------------------------------------------------------------------------------
 
+class DenseGeneral(nn.Module):
+  """y = x . W (+ b) contracting `axis` of x with W's leading axes; W is [*in, *features].
+
+  Like nn.DenseGeneral, but the initializer sees the flattened (fan_in, fan_out) shape and the
+  *reshaped* kernel is what gets its logical axis names (flax boxes the flat kernel, which breaks
+  sharding constraints when parameters are created under a mesh).
+  """
+  features: tuple[int, ...]
+  axis: tuple[int, ...] = (-1,)
+  in_axes: tuple[Optional[str], ...] = ()
+  out_axes: tuple[Optional[str], ...] = ()
+  use_bias: bool = True
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+  kernel_init: Callable[..., Array] = default_kernel_init
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    axis = tuple(a % x.ndim for a in self.axis)
+    in_shape = tuple(x.shape[a] for a in axis)
+    fan_in, fan_out = int(np.prod(in_shape)), int(np.prod(self.features))
+
+    def init(rng, shape, dtype):
+      return self.kernel_init(rng, (fan_in, fan_out), dtype).reshape(shape)
+
+    kernel = self.param("kernel", with_axes(init, *self.in_axes, *self.out_axes),
+                        in_shape + self.features, self.param_dtype)
+    x = x.astype(self.dtype)
+    y = jax.lax.dot_general(x, kernel.astype(self.dtype),
+                            ((axis, tuple(range(len(axis)))), ((), ())))
+    if self.use_bias:
+      bias = self.param("bias", with_axes(nn.initializers.zeros, *self.out_axes), self.features,
+                        self.param_dtype)
+      y = y + bias.astype(self.dtype)
+    return y
+
+
 def dense(features: int | Sequence[int], in_axes: Sequence[Optional[str]],
           out_axes: Sequence[Optional[str]], *, axis: int | Sequence[int] = -1,
           use_bias: bool = True, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32,
           kernel_init: Callable[..., Array] = default_kernel_init,
-          name: Optional[str] = None) -> nn.DenseGeneral:
-  """A DenseGeneral whose kernel is annotated (in_axes + out_axes) and bias (out_axes)."""
-  return nn.DenseGeneral(
-      features=features, axis=axis, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
-      kernel_init=with_axes(kernel_init, *in_axes, *out_axes),
-      bias_init=with_axes(nn.initializers.zeros, *out_axes), name=name)
+          name: Optional[str] = None) -> DenseGeneral:
+  """A projection whose kernel is annotated (in_axes + out_axes) and bias (out_axes)."""
+  features = (features,) if isinstance(features, int) else tuple(features)
+  axis = (axis,) if isinstance(axis, int) else tuple(axis)
+  if len(in_axes) != len(axis) or len(out_axes) != len(features):
+    raise ValueError(f"dense {name}: {len(axis)} contracted axes need {len(axis)} in_axes names "
+                     f"(got {in_axes}) and {len(features)} out_axes names (got {out_axes})")
+  return DenseGeneral(features=features, axis=axis, in_axes=tuple(in_axes),
+                      out_axes=tuple(out_axes), use_bias=use_bias, dtype=dtype,
+                      param_dtype=param_dtype, kernel_init=kernel_init, name=name)
 
 
 # ---- Attention --------------------------------------------------------------------------------

@@ -125,8 +125,8 @@ class ViT(nn.Module):
     x = nn.Conv(self.width, (self.patch_size,) * 2, strides=(self.patch_size,) * 2,
                 padding="VALID", use_bias=self.patch_bias, dtype=self.dtype,
                 param_dtype=self.param_dtype,
-                kernel_init=layers.with_axes(nn.initializers.lecun_normal(), P.CONV_IN, P.CONV_IN,
-                                             P.CONV_IN, P.EMBED),
+                kernel_init=layers.with_axes(nn.initializers.lecun_normal(), None, None, P.CONV_IN,
+                                             P.EMBED),
                 bias_init=layers.with_axes(nn.initializers.zeros, P.EMBED),
                 name="patch_embed")(image.astype(self.dtype))
     b, h, w, d = x.shape
