@@ -33,7 +33,7 @@ def default_data_config(**overrides) -> ml_collections.ConfigDict:
   # Side of the square images fed to the model, in pixels.
   c.image_size = 64
   # Text length L of `tokens` / `text` (right-padded; longer text is truncated).
-  c.text_length = 32
+  c.text_length = 64
   # M: media slots per interleaved row (documents with more images keep the first M).
   c.max_media = 4
   # T: frames per clip of shapes_video (stills use T=1; mixed with video they repeat T times).
