@@ -1,0 +1,1 @@
+"""tfds builders of the procedural shapes datasets (array_record, no TensorFlow needed)."""

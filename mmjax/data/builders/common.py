@@ -1,0 +1,67 @@
+"""Pieces shared by the shapes builders: the size/seed config and per-example generators.
+
+Every example is a pure function of (seed, split, index): its generator is
+`np.random.default_rng([seed, SPLIT_IDS[split], index])`, so a split is reproducible, examples are
+independent of generation order, and the tokenizer can regenerate the training text without images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+# Stable ids of the splits (part of every example's seed; never renumber).
+SPLIT_IDS = {"train": 0, "validation": 1, "test": 2, "heldout": 3}
+
+# Images and frames are stored as PNG bytes: tfds' Image feature decodes through TensorFlow,
+# which we do not install; the grain pipeline decodes with Pillow.
+PNG = tfds.features.Tensor(shape=(), dtype=np.object_)
+TEXTS = tfds.features.Sequence(tfds.features.Text())
+# Nested ragged sequences need TensorFlow to serialise, so the 10 answers per question are a
+# rectangular [num_questions, 10] string tensor.
+ANSWERS = tfds.features.Tensor(shape=(None, 10), dtype=np.object_)
+
+
+@dataclasses.dataclass(eq=False)
+class ShapesConfig(tfds.core.BuilderConfig):
+  """Size of the generated dataset. The config name encodes every field (see `make_config`)."""
+  image_size: int = 64  # Side of the square images, in pixels.
+  num_train: int = 4096  # Examples in the 'train' split.
+  num_eval: int = 256  # Examples in each of 'validation', 'test' and 'heldout'.
+  seed: int = 0  # Base seed of every split.
+  num_frames: int = 8  # Frames per clip (shapes_video only).
+  kind: str = "documents"  # shapes_interleaved only: 'documents' or 'episodes'.
+  shots: int = 4  # Support examples per few-shot episode (kind='episodes').
+
+
+def make_config(*, image_size: int = 64, num_train: int = 4096, num_eval: int = 256,
+                seed: int = 0, num_frames: int = 8, kind: str = "documents",
+                shots: int = 4) -> ShapesConfig:
+  """A config whose name spells out its fields, so different sizes never share a directory."""
+  if kind not in ("documents", "episodes"):
+    raise ValueError(f"kind must be 'documents' or 'episodes', got {kind!r}")
+  for field, value in (("image_size", image_size), ("num_train", num_train),
+                       ("num_eval", num_eval), ("num_frames", num_frames), ("shots", shots)):
+    if value < 1:
+      raise ValueError(f"{field} must be >= 1, got {value}")
+  name = f"{image_size}px_n{num_train}_e{num_eval}_s{seed}_t{num_frames}_{kind}_k{shots}"
+  return ShapesConfig(name=name, image_size=image_size, num_train=num_train, num_eval=num_eval,
+                      seed=seed, num_frames=num_frames, kind=kind, shots=shots)
+
+
+def split_sizes(config: ShapesConfig) -> dict[str, int]:
+  """Examples per split."""
+  return {"train": config.num_train, "validation": config.num_eval, "test": config.num_eval,
+          "heldout": config.num_eval}
+
+
+def example_rng(config: ShapesConfig, split: str, index: int) -> np.random.Generator:
+  """The generator that determines example `index` of `split`."""
+  return np.random.default_rng([config.seed, SPLIT_IDS[split], index])
+
+
+def heldout_mode(split: str) -> str:
+  """Held-out (colour, shape) pairs appear only, and always, in the 'heldout' split."""
+  return "require" if split == "heldout" else "exclude"

@@ -1,0 +1,107 @@
+"""`shapes_interleaved`: M3W-like documents of 2-8 images with text between them, and few-shot
+episodes (k support image/answer pairs + a query) for captioning and VQA.
+
+Config kind 'documents': `texts` has one more entry than `images`: texts[0] comes before the first
+image and texts[i + 1] follows image i (the pipeline writes `<image>` before image i's chunk and
+`<|endofchunk|>` after it). Config kind 'episodes': `images[:shots]` are the support examples with
+`prompts` (the question, or '' for captioning) and `targets` (caption or answer);
+the last image is the query.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from mmjax.data import shapes_world as world
+from mmjax.data.builders import common
+
+MIN_IMAGES, MAX_IMAGES = 2, 8
+# Question kinds every scene has an answer for, so all items of a VQA episode ask the same kind.
+_EPISODE_KINDS = ("exist", "count", "compare_count")
+_PREAMBLES = ("", "A few pictures of shapes.", "My collection of drawings.",
+              "Here are some scenes.")
+
+
+def _compare(n: int, prev: int) -> str:
+  if n == prev:
+    return "It has as many objects as the previous picture."
+  return f"It has {'more' if n > prev else 'fewer'} objects than the previous picture."
+
+
+def generate_document(config: common.ShapesConfig, split: str, index: int) -> dict:
+  """A document: images, the text chunks around them and the scenes."""
+  rng = common.example_rng(config, split, index)
+  n = int(rng.integers(MIN_IMAGES, MAX_IMAGES + 1))
+  scenes = [world.sample_scene(rng, heldout=common.heldout_mode(split) if i == 0 else "exclude")
+            for i in range(n)]
+  texts = [_PREAMBLES[int(rng.integers(len(_PREAMBLES)))]]
+  for i, scene in enumerate(scenes):
+    chunk = world.captions(scene, rng, num=1)[0]
+    if i > 0 and rng.random() < 0.5:
+      # Cross-image statements need the earlier image: what interleaving is for.
+      chunk += " " + _compare(len(scene.objects), len(scenes[i - 1].objects))
+    texts.append(chunk)
+  return {
+      "images": [world.png_bytes(world.render(s, config.image_size)) for s in scenes],
+      "texts": texts,
+      "scenes": [s.to_json() for s in scenes],
+  }
+
+
+def generate_episode(config: common.ShapesConfig, split: str, index: int) -> dict:
+  """A few-shot episode; even indices are captioning, odd ones VQA."""
+  rng = common.example_rng(config, split, index)
+  task = "caption" if index % 2 == 0 else "vqa"
+  kind = _EPISODE_KINDS[int(rng.integers(len(_EPISODE_KINDS)))]
+  images, prompts, targets, answers = [], [], [], []
+  for i in range(config.shots + 1):
+    # Only the query may carry a held-out pair: support examples come from the training world.
+    mode = common.heldout_mode(split) if i == config.shots else "exclude"
+    scene = world.sample_scene(rng, heldout=mode)
+    images.append(world.png_bytes(world.render(scene, config.image_size)))
+    if task == "caption":
+      cap = world.captions(scene, rng, num=1)[0]
+      prompts.append("")
+      targets.append(cap)
+      answers.append([cap] * world.NUM_ANSWERS)
+    else:
+      qa = next(q for q in world.questions(scene, rng) if q.kind == kind)
+      prompts.append(qa.question)
+      targets.append(qa.answer)
+      answers.append(list(qa.answers))
+  return {"images": images, "prompts": prompts, "targets": targets, "task": task,
+          "query_answers": np.array(answers[-1], dtype=object)}
+
+
+class ShapesInterleaved(tfds.core.GeneratorBasedBuilder):
+  """Interleaved image-text documents and few-shot episodes over the shapes world."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  BUILDER_CONFIG_CLASS = common.ShapesConfig
+  # tfds looks for a checksums file beside the builder's code through importlib_resources, which
+  # it does not install; procedural builders download nothing, so there is no code path to read.
+  code_path = None
+  BUILDER_CONFIGS = [common.make_config(), common.make_config(kind="episodes")]
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    if self.builder_config.kind == "documents":
+      features = {"images": tfds.features.Sequence(common.PNG), "texts": common.TEXTS,
+                  "scenes": common.TEXTS}
+    else:
+      features = {"images": tfds.features.Sequence(common.PNG), "prompts": common.TEXTS,
+                  "targets": common.TEXTS, "task": tfds.features.Text(),
+                  "query_answers": tfds.features.Tensor(shape=(world.NUM_ANSWERS,),
+                                                        dtype=np.object_)}
+    return tfds.core.DatasetInfo(builder=self, description=__doc__,
+                                 features=tfds.features.FeaturesDict(features))
+
+  def _split_generators(self, dl_manager):
+    del dl_manager  # Procedural: nothing to download.
+    return {split: self._generate_examples(split, n)
+            for split, n in common.split_sizes(self.builder_config).items()}
+
+  def _generate_examples(self, split: str, num: int):
+    gen = generate_document if self.builder_config.kind == "documents" else generate_episode
+    for i in range(num):
+      yield i, gen(self.builder_config, split, i)
