@@ -117,6 +117,7 @@ class ViT(nn.Module):
       raise ValueError(f"ViT expects images [B, H, W, 3], got {image.shape}")
     if image.shape[1] != image.shape[2]:
       raise ValueError(f"ViT expects square images, got {image.shape[1]}x{image.shape[2]}")
+    self.grid(image.shape[1])  # raises unless the image divides into whole patches
     if self.pool not in ("tok", "gap", "map", "none"):
       raise ValueError(f"unknown ViT pool {self.pool!r}; choose tok, gap, map or none")
     if self.pool == "tok" and not self.class_token:
