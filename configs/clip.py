@@ -9,6 +9,7 @@ import math
 import ml_collections
 
 import common
+from mmjax.data import config as data_config
 
 PRESETS = ("tiny", "micro", "vit_b32", "vit_b16", "vit_l14")
 
@@ -50,12 +51,27 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     m = model(embed_dim=128,
               vision=common.vit(image_size=64, patch_size=8, width=128, depth=4, num_heads=4),
               text=common.text(vocab_size=1024, context_length=32, width=128, depth=4,
-                               num_heads=4, eos_id=2, pool="eos"))
+                               num_heads=4, eos_id=3, pool="eos"))
   elif arg == "micro":
     m = model(embed_dim=32,
               vision=common.vit(image_size=32, patch_size=8, width=32, depth=2, num_heads=2),
-              text=common.text(vocab_size=256, context_length=16, width=32, depth=2, num_heads=2,
-                               eos_id=2, pool="eos"))
+              text=common.text(vocab_size=512, context_length=16, width=32, depth=2, num_heads=2,
+                               eos_id=3, pool="eos"))
   else:
     raise ValueError(f"unknown clip preset {arg!r}; choose one of {PRESETS}")
-  return common.root(m)
+  return with_trainer(common.root(m), arg)
+
+
+def with_trainer(config: ml_collections.ConfigDict, arg: str) -> ml_collections.ConfigDict:
+  """Trainer sections for two-tower presets: shapes image-caption pairs at the model's size."""
+  m = config.model
+  text_length = m.text.context_length - (1 if m.family == "coca" else 0)
+  data = data_config.default_data_config(task="caption", image_size=m.vision.image_size,
+                                         text_length=text_length)
+  if arg in ("tiny", "micro"):
+    return common.trainer(config, data=data, total_steps=300 if arg == "tiny" else 50,
+                          batch_size=32 if arg == "tiny" else 16, learning_rate=1e-3,
+                          warmup_steps=30 if arg == "tiny" else 5)
+  # Paper sizes: CLIP's 32k batch and 5e-4 peak learning rate with 2k warmup steps.
+  return common.trainer(config, data=data, total_steps=100_000, batch_size=32768,
+                        learning_rate=5e-4, warmup_steps=2000)

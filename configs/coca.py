@@ -8,6 +8,7 @@ import math
 
 import ml_collections
 
+import clip
 import common
 
 PRESETS = ("tiny", "micro", "vit_b32")
@@ -71,8 +72,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   elif arg == "micro":
     m = model(embed_dim=32, pooler_heads=2, pooler_queries=8,
               vision=common.vit(image_size=32, patch_size=8, width=32, depth=2, num_heads=2),
-              text=common.text(vocab_size=256, context_length=17, width=32, depth=2, num_heads=2),
-              decoder=decoder(vocab_size=256, width=32, depth=2, num_heads=2))
+              text=common.text(vocab_size=512, context_length=17, width=32, depth=2, num_heads=2),
+              decoder=decoder(vocab_size=512, width=32, depth=2, num_heads=2))
   else:
     raise ValueError(f"unknown coca preset {arg!r}; choose one of {PRESETS}")
-  return common.root(m)
+  return clip.with_trainer(common.root(m), arg)

@@ -99,3 +99,72 @@ def root(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   # The network, its loss and its metrics (see mmjax/models/family.py).
   config.model = model
   return config
+
+
+def optim(**overrides) -> ml_collections.ConfigDict:
+  """Optimizer and schedule (mmjax/optim.py)."""
+  c = ml_collections.ConfigDict()
+  # 'adamw' (default) or 'sgd' (momentum = b1).
+  c.name = "adamw"
+  # Peak learning rate, reached after warmup_steps of linear warmup.
+  c.learning_rate = 1e-3
+  c.warmup_steps = 50
+  # Decay after warmup: 'cosine', 'linear', 'rsqrt' or 'constant'; end_lr_factor is the final
+  # learning rate as a fraction of the peak (cosine / linear).
+  c.schedule = "cosine"
+  c.end_lr_factor = 0.0
+  # Adam moments and epsilon.
+  c.b1 = 0.9
+  c.b2 = 0.98
+  c.eps = 1e-6
+  # Decoupled weight decay. Parameters of rank < 2 (norms, biases, gates, temperatures, class
+  # tokens) never decay; no_decay lists further paths (regexes) without decay: embeddings,
+  # position embeddings and learned queries.
+  c.weight_decay = 0.1
+  c.no_decay = (r"token_embed", r"posemb", r"time_embed", r"latents", r"probe", r"/query$")
+  # Clip gradients to this global norm (0: off).
+  c.clip_norm = 1.0
+  # Split each batch into this many micro-batches and sum their gradients (one update per step).
+  c.grad_accum_steps = 1
+  # Parameter paths (regexes) that are frozen: no gradient, no optimizer state.
+  c.frozen = ()
+  c.update(overrides)
+  return c
+
+
+def trainer(config: ml_collections.ConfigDict, *, data: ml_collections.ConfigDict,
+            total_steps: int, batch_size: int, learning_rate: float,
+            warmup_steps: int) -> ml_collections.ConfigDict:
+  """Adds the trainer's sections (mmjax/train.py) to a root config."""
+  # Seed of parameter initialisation and dropout (data order has its own data.seed).
+  config.seed = 0
+  # Optimizer updates to run.
+  config.total_steps = total_steps
+  # Input pipeline (mmjax/data/config.py documents every field).
+  config.data = data
+  config.data.batch_size = batch_size
+  # Optimizer and learning-rate schedule.
+  config.optim = optim(learning_rate=learning_rate, warmup_steps=warmup_steps)
+  # The schedule's length follows total_steps (a reference: overriding one changes both).
+  config.optim.total_steps = config.get_ref("total_steps")
+  # Device mesh (data, fsdp, tensor); -1 takes the remaining devices.
+  config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  # Logical-axis rule preset: 'dp', 'fsdp', 'tp', 'fsdp_tp' (mmjax/parallel.py).
+  config.sharding_rules = "fsdp"
+  # Initialise sub-trees from other runs: "DST_PATH=WORKDIR_OR_CKPT:SRC_PATH" strings, e.g.
+  # "vision=/runs/clip:image" copies the CLIP run's image tower into our `vision` sub-tree.
+  config.init_from = ()
+  # Non-finite loss or gradients: 'halt' (stop, naming the step and the first bad parameter
+  # group; the last good checkpoint stays) or 'skip' (drop the update, counted in metrics).
+  config.on_nonfinite = "halt"
+  # Checkpointing: every N steps (and at the end), keep the last K, plus every M-th step.
+  config.checkpoint = ml_collections.ConfigDict(dict(
+      every_steps=100, keep_last=3, keep_every=0, async_save=True))
+  # Evaluators: name -> dict(type=..., every_steps=..., fields of that evaluator); see
+  # mmjax/evaluators/. Empty: no evaluation.
+  config.evals = ml_collections.ConfigDict()
+  # Logging: progress line and metrics every N steps; peak FLOP/s of one device for MFU
+  # (default: this project's measured 2-core CPU fp32 peak); steps to trace with the profiler.
+  config.log = ml_collections.ConfigDict(dict(
+      every_steps=10, peak_flops=120e9, profile_steps=(), tensorboard=True))
+  return config

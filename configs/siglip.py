@@ -45,7 +45,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   elif arg == "micro":
     m = model(embed_dim=32)
     m.vision.update(image_size=32, patch_size=8, width=32, depth=2, num_heads=2)
-    m.text.update(vocab_size=256, context_length=16, width=32, depth=2, num_heads=2)
+    m.text.update(vocab_size=512, context_length=16, width=32, depth=2, num_heads=2)
   else:
     raise ValueError(f"unknown siglip preset {arg!r}; choose one of {PRESETS}")
-  return common.root(m)
+  return clip.with_trainer(common.root(m), arg)

@@ -1,0 +1,400 @@
+"""The one trainer for every model family.
+
+    python -m mmjax.train --config configs/flamingo.py:tiny --workdir /tmp/run [--config.x=v ...]
+
+`train_and_evaluate(config, workdir)` reads top to bottom in phases: workdir and run record,
+mesh, input, model and optimizer, sharded initialisation, restore, step function, evaluators,
+loop. A workdir that already holds a checkpoint resumes from its newest complete one (model,
+optimizer, step, RNG and data-iterator state), so the same command continues a stopped run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+from importlib import metadata
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mmjax import checkpoint as ckpt_lib
+from mmjax import config_lib
+from mmjax import metric_writers
+from mmjax import optim
+from mmjax import parallel as P
+from mmjax import evaluators as eval_lib
+from mmjax.data import pipeline
+from mmjax.data import tokenizers
+from mmjax.models import family as family_lib
+
+log = logging.getLogger("mmjax.train")
+
+# Exit code of a run stopped by SIGTERM after checkpointing: "preempted, run me again".
+EXIT_PREEMPTED = 75
+
+
+class NonFiniteError(FloatingPointError):
+  """The loss or a gradient became NaN/Inf (config.on_nonfinite = 'halt')."""
+
+
+# ---- Run record -------------------------------------------------------------------------------
+
+def _git_commit() -> Optional[str]:
+  try:
+    return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                          cwd=os.path.dirname(os.path.abspath(__file__)), check=True,
+                          timeout=10).stdout.strip()
+  except (OSError, subprocess.SubprocessError):
+    return None
+
+
+def write_run_record(config: Any, workdir: str, mesh: Any) -> None:
+  """Resolved config, git commit, package versions and devices of this run, into the workdir."""
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+    f.write(config.to_json_best_effort(indent=1, sort_keys=True))
+  packages = {}
+  for name in ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain",
+               "tensorflow-datasets", "ml-collections", "numpy"):
+    try:
+      packages[name] = metadata.version(name)
+    except metadata.PackageNotFoundError:
+      packages[name] = None
+  record = {"git_commit": _git_commit(), "packages": packages, "python": sys.version,
+            "platform": platform.platform(), "devices": [str(d) for d in jax.devices()],
+            "process_count": jax.process_count(), "mesh": dict(mesh.shape),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+  with open(os.path.join(workdir, "run.json"), "a", encoding="utf-8") as f:
+    f.write(json.dumps(record) + "\n")
+
+
+# ---- Checks before any compute ----------------------------------------------------------------
+
+def check_vocab(model_config: Any, tokenizer: tokenizers.Tokenizer, prefix: str = "model") -> None:
+  """Every `vocab_size` in the model config must hold the tokenizer's ids, and every
+  `eos_id` / `pad_id` must be the tokenizer's."""
+  for key, value in model_config.items():
+    path = f"{prefix}.{key}"
+    if hasattr(value, "items"):
+      check_vocab(value, tokenizer, path)
+    elif key == "vocab_size" and value < tokenizer.vocab_size:
+      raise ValueError(f"config {path}={value} is smaller than the tokenizer "
+                       f"{tokenizer.name!r}'s vocabulary ({tokenizer.vocab_size} ids incl. "
+                       f"special tokens); set {path}={tokenizer.vocab_size} or more")
+    elif key in ("eos_id", "pad_id") and model_config.get("pool", "eos") in ("eos", None) \
+        and value != getattr(tokenizer, key):
+      raise ValueError(f"config {path}={value} but tokenizer {tokenizer.name!r} has "
+                       f"{key}={getattr(tokenizer, key)}")
+
+
+def parse_init_from(specs) -> list[tuple[str, str, str]]:
+  """'dst=workdir:src' strings -> (dst_path, workdir, src_path) triples."""
+  out = []
+  for spec in specs:
+    dst, sep, rest = spec.partition("=")
+    source, sep2, src = rest.rpartition(":")
+    if not sep or not sep2 or not dst or not source:
+      raise ValueError(f"config init_from entry {spec!r} must look like 'DST=WORKDIR:SRC' "
+                       "(e.g. 'vision=/runs/clip:image')")
+    out.append((dst.strip("/"), source, src.strip("/")))
+  return out
+
+
+def _get_path(tree: Any, path: str, what: str) -> Any:
+  node = tree
+  for part in path.split("/") if path else []:
+    if not isinstance(node, dict) or part not in node:
+      raise KeyError(f"{what}: no sub-tree {path!r} (at {part!r}; keys: "
+                     f"{sorted(node) if isinstance(node, dict) else type(node).__name__})")
+    node = node[part]
+  return node
+
+
+def apply_init_from(params: Any, specs, shardings: Any) -> Any:
+  """Copies sub-trees of other runs' latest checkpoints into `params` (shapes must agree)."""
+  params = jax.tree_util.tree_map(lambda x: x, params)  # a fresh dict tree we may mutate
+  for dst, source, src in parse_init_from(specs):
+    directory = source if os.path.basename(source.rstrip("/")) == ckpt_lib.SUBDIR else \
+        ckpt_lib.checkpoint_dir(source)
+    restored = ckpt_lib.Checkpointer(directory, async_save=False).restore_params()
+    sub = _get_path(restored, src, f"init_from source {source}")
+    target = _get_path(params, dst, "init_from destination (this model)")
+    src_shapes = jax.tree_util.tree_map(np.shape, sub)
+    dst_shapes = jax.tree_util.tree_map(np.shape, target)
+    if src_shapes != dst_shapes:
+      raise ValueError(f"init_from {dst}={source}:{src}: shapes differ\n source {src_shapes}\n "
+                       f"target {dst_shapes}")
+    sub = jax.device_put(sub, _get_path(shardings, dst, "shardings"))
+    parent = _get_path(params, "/".join(dst.split("/")[:-1]), "init_from destination")
+    parent[dst.split("/")[-1]] = jax.tree_util.tree_map(
+        lambda new, old: new.astype(old.dtype), sub, target)
+    log.info("initialised %s from %s:%s", dst, source, src)
+  return params
+
+
+# ---- The step ---------------------------------------------------------------------------------
+
+def make_train_step(family: family_lib.ModelFamily, tx: optax.GradientTransformation,
+                    trainable: Any, config: Any):
+  """The pure update `(params, opt_state, batch, rng, step) -> (params, opt_state, metrics)`.
+
+  Gradients are taken only with respect to trainable leaves; frozen leaves enter the loss as
+  constants. With grad_accum_steps = k the batch is split into k micro-batches whose gradients
+  are averaged in a `lax.scan` (one optimizer update per step).
+  """
+  accum = config.optim.grad_accum_steps
+  skip_nonfinite = config.on_nonfinite == "skip"
+
+  def split(params):
+    train = jax.tree_util.tree_map(lambda p, t: p if t else None, params, trainable)
+    frozen = jax.tree_util.tree_map(lambda p, t: None if t else p, params, trainable)
+    return train, frozen
+
+  def merge(train, frozen):
+    return jax.tree_util.tree_map(lambda t, a, b: a if t else b, trainable, train, frozen,
+                                  is_leaf=lambda x: x is None)
+
+  def loss_fn(train, frozen, batch, rng):
+    return family.loss(merge(train, frozen), batch, rng, train=True)
+
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def step_fn(params, opt_state, batch, rng, step):
+    rng = jax.random.fold_in(rng, step)
+    train, frozen = split(params)
+    if accum == 1:
+      (loss, metrics), grads = grad_fn(train, frozen, batch, rng)
+    else:
+      micro = jax.tree_util.tree_map(
+          lambda x: x.reshape(accum, x.shape[0] // accum, *x.shape[1:]), batch)
+
+      def body(carry, inputs):
+        i, mb = inputs
+        (l, m), g = grad_fn(train, frozen, mb, jax.random.fold_in(rng, i))
+        return jax.tree_util.tree_map(jnp.add, carry, (l, m, g)), None
+
+      zeros = jax.tree_util.tree_map(jnp.zeros_like, jax.eval_shape(
+          grad_fn, train, frozen, jax.tree_util.tree_map(lambda x: x[0], micro), rng))
+      zeros = (zeros[0][0], zeros[0][1], zeros[1])
+      (loss, metrics, grads), _ = jax.lax.scan(body, zeros, (jnp.arange(accum), micro))
+      loss, metrics, grads = jax.tree_util.tree_map(lambda x: x / accum, (loss, metrics, grads))
+    full_grads = merge(grads, jax.tree_util.tree_map(jnp.zeros_like, frozen))
+    updates, new_opt_state = tx.update(full_grads, opt_state, params)
+    new_params = optax.apply_updates(params, updates)
+    finite_groups = {k: jnp.all(jnp.array([jnp.all(jnp.isfinite(x))
+                                           for x in jax.tree_util.tree_leaves(v)] or [True]))
+                     for k, v in grads.items() if v is not None}
+    finite = jnp.isfinite(loss) & jnp.all(jnp.stack(list(finite_groups.values())))
+    if skip_nonfinite:
+      keep = lambda new, old: jnp.where(finite, new, old)
+      new_params = jax.tree_util.tree_map(keep, new_params, params)
+      new_opt_state = jax.tree_util.tree_map(keep, new_opt_state, opt_state)
+    metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads),
+                   finite=finite, **{f"finite/{k}": v for k, v in finite_groups.items()})
+    return new_params, new_opt_state, metrics
+
+  return step_fn
+
+
+def first_nonfinite_group(metrics: dict) -> str:
+  """Name of the first parameter group whose gradient was not finite (or 'loss')."""
+  for key, value in metrics.items():
+    if key.startswith("finite/") and not bool(value):
+      return key.removeprefix("finite/")
+  return "loss"
+
+
+# ---- Main -------------------------------------------------------------------------------------
+
+def train_and_evaluate(config: Any, workdir: str, devices: Optional[list] = None
+                       ) -> dict[str, Any]:
+  """Trains `config` in `workdir` (resuming if it holds a checkpoint); returns final metrics.
+
+  `devices` restricts the mesh to some devices (tests compare 1 device with 8); default all.
+  """
+  # ---- Workdir, mesh and run record ----
+  workdir = os.path.abspath(workdir)
+  is_chief = jax.process_index() == 0
+  mesh = P.make_mesh(dict(config.mesh), devices)
+  rules = config.sharding_rules
+  P.get_rules(rules)  # fail on a bad preset before any work
+  if is_chief:
+    write_run_record(config, workdir, mesh)
+  log.info("mesh %s, rules %s, workdir %s", P.mesh_summary(mesh), rules, workdir)
+
+  # ---- Input ----
+  tokenizer = tokenizers.get_tokenizer(config.data.tokenizer, data_dir=config.data.data_dir)
+  train_iter = pipeline.make_pipeline(config.data, tokenizer=tokenizer, mesh=mesh, train=True)
+  check_vocab(config.model, tokenizer)
+
+  # ---- Model and optimizer ----
+  family = family_lib.build(config.model)
+  batch_keys = family.batch_keys
+  abstract_vars = jax.eval_shape(family.init, jax.random.key(0), family.dummy_batch(1))
+  abstract_params = abstract_vars["params"]
+  frozen = optim.regex_mask(nn.unbox(abstract_params), config.optim.frozen)
+  is_trainable = getattr(family, "is_trainable", None)
+  if is_trainable is not None:
+    frozen = jax.tree_util.tree_map(lambda f, path: f or not is_trainable(path), frozen,
+                                    optim.tree_paths(nn.unbox(abstract_params)))
+  trainable = jax.tree_util.tree_map(lambda f: not f, frozen)
+  tx, schedule = optim.make_optimizer(config.optim, nn.unbox(abstract_params), trainable)
+
+  # ---- Sharded initialisation (nothing is materialised unsharded) ----
+  param_shardings = P.abstract_shardings(abstract_vars, mesh, rules)["params"]
+  rng = jax.random.key(config.seed)
+  init_rng, train_rng = jax.random.split(rng)
+
+  def init_fn(key):
+    variables = family.init(key, family.dummy_batch(1))
+    return nn.unbox(variables["params"])
+
+  params = jax.jit(init_fn, out_shardings=param_shardings)(init_rng)
+  abstract_opt = jax.eval_shape(tx.init, params)
+  opt_shardings = optax.tree_map_params(tx, lambda _, s: s, abstract_opt, param_shardings,
+                                        transform_non_params=lambda _: P.replicated(mesh))
+  opt_state = jax.jit(tx.init, out_shardings=opt_shardings)(params)
+
+  # ---- Restore, or initialise sub-trees from other runs ----
+  checkpointer = ckpt_lib.Checkpointer(ckpt_lib.checkpoint_dir(workdir),
+                                       config.checkpoint.keep_last, config.checkpoint.keep_every,
+                                       config.checkpoint.async_save)
+  start_step = 0
+  as_abstract = lambda tree, shardings: jax.tree_util.tree_map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+  restored = None
+  if checkpointer.latest_step() is not None:
+    restored = checkpointer.restore(as_abstract(params, param_shardings),
+                                    as_abstract(opt_state, opt_shardings))
+  if restored is not None:
+    params, opt_state = restored[ckpt_lib.PARAMS], restored[ckpt_lib.OPT_STATE]
+    train_rng, start_step = restored[ckpt_lib.RNG], restored[ckpt_lib.STEP]
+    if restored[ckpt_lib.DATA_ITER]:
+      train_iter.set_state(restored[ckpt_lib.DATA_ITER])
+    log.info("resumed from step %d in %s", start_step, checkpointer.directory)
+    print(f"resumed from checkpoint step {start_step}", flush=True)
+  elif config.init_from:
+    params = apply_init_from(params, config.init_from, param_shardings)
+
+  # ---- Step function (sharded, donated) ----
+  step_fn = make_train_step(family, tx, trainable, config)
+  batch_shardings = {k: P.data_sharding(mesh, len(v.shape))
+                     for k, v in family.dummy_batch(1).items()}
+  with P.sharding_context(mesh, rules):
+    train_step = jax.jit(step_fn, donate_argnums=(0, 1),
+                         out_shardings=(param_shardings, opt_shardings, None))
+
+  def shard_batch(batch):
+    return {k: (v if isinstance(v, jax.Array) else jax.device_put(v, batch_shardings[k]))
+            for k, v in batch.items() if k in batch_keys}
+
+  # ---- Evaluators ----
+  context = eval_lib.EvalContext(family=family, data_config=config.data, tokenizer=tokenizer,
+                                 mesh=mesh, shard_batch=shard_batch, workdir=workdir)
+  evaluators = {name: eval_lib.build(name, cfg, context) for name, cfg in config.evals.items()}
+
+  # ---- Loop ----
+  writer = metric_writers.MetricWriter(workdir, enabled=is_chief,
+                                       tensorboard=config.log.tensorboard)
+  total = config.total_steps
+  first_batch = shard_batch(next(train_iter))
+  with P.sharding_context(mesh, rules):
+    compiled = train_step.lower(params, opt_state, first_batch, train_rng,
+                                jnp.asarray(start_step)).compile()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  flops = float(cost.get("flops", 0.0)) if cost else 0.0
+  log.info("compiled train step: %.3g GFLOP/step", flops / 1e9)
+  progress = metric_writers.Progress(total, config.data.batch_size, flops,
+                                     config.log.peak_flops * jax.device_count(), start_step)
+  last_metrics: dict[str, Any] = {}
+  skipped = 0
+  batch = first_batch
+  step = start_step
+  profiling = False
+  while step < total:
+    if step in config.log.profile_steps and not profiling:
+      jax.profiler.start_trace(os.path.join(workdir, "profile"))
+      profiling = True
+    params, opt_state, metrics = compiled(params, opt_state, batch, train_rng, jnp.asarray(step))
+    step += 1
+    if profiling and step - 1 not in config.log.profile_steps:
+      jax.profiler.stop_trace()
+      profiling = False
+    finite = bool(metrics["finite"]) if (config.on_nonfinite == "halt" or
+                                         step % config.log.every_steps == 0) else True
+    if not finite:
+      if config.on_nonfinite == "halt":
+        checkpointer.close()
+        raise NonFiniteError(
+            f"non-finite loss or gradient at step {step} (first bad parameter group: "
+            f"{first_nonfinite_group(jax.device_get(metrics))!r}); the last good checkpoint "
+            f"is step {checkpointer.latest_step()}. Lower the learning rate or set "
+            "config.on_nonfinite='skip'.")
+      skipped += 1
+    if step % config.log.every_steps == 0 or step == total:
+      host = {k: v for k, v in jax.device_get(metrics).items() if not k.startswith("finite")}
+      rates = progress.measure(step)
+      host.update(rates, learning_rate=float(schedule(step - 1)), nonfinite_skipped=skipped,
+                  data_skipped=train_iter.stats().get("skipped", 0))
+      writer.write(step, host)
+      if is_chief:
+        print(progress.line(step, float(host["loss"]), rates), flush=True)
+      last_metrics = host
+    if step % config.checkpoint.every_steps == 0 or step == total:
+      checkpointer.save(step, params, opt_state, train_rng, train_iter.get_state())
+    for name, evaluator in evaluators.items():
+      every = config.evals[name].get("every_steps", 0)
+      if (every and step % every == 0) or step == total:
+        results = evaluator.run(params)
+        writer.write(step, results)
+        if is_chief:
+          for key, value in results.items():
+            print(f"  eval {key}: {value}", flush=True)
+        last_metrics.update(results)
+    if step < total:
+      batch = shard_batch(next(train_iter))
+  checkpointer.close()
+  writer.close()
+  train_iter.close()
+  return last_metrics
+
+
+def maybe_initialize_distributed() -> None:
+  """Multi-host: `jax.distributed.initialize` from MMJAX_COORDINATOR / _NUM_PROCESSES /
+  _PROCESS_ID, or with no arguments on a cluster JAX detects itself (TPU pods, SLURM)."""
+  if os.environ.get("MMJAX_COORDINATOR"):
+    jax.distributed.initialize(coordinator_address=os.environ["MMJAX_COORDINATOR"],
+                               num_processes=int(os.environ["MMJAX_NUM_PROCESSES"]),
+                               process_id=int(os.environ["MMJAX_PROCESS_ID"]))
+  elif os.environ.get("MMJAX_DISTRIBUTED") == "auto":
+    jax.distributed.initialize()
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description="Train any mmjax model family from a config.")
+  parser.add_argument("--config", required=True, help="configs/<family>.py:<preset>")
+  parser.add_argument("--workdir", required=True, help="run directory (resumes if it exists)")
+  args, rest = parser.parse_known_args(argv)
+  bad = [r for r in rest if not r.startswith("--config.")]
+  if bad:
+    parser.error(f"unrecognised arguments {bad}; overrides look like --config.optim.learning_rate=1e-4")
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+  maybe_initialize_distributed()
+  config = config_lib.load_config(args.config, [r.removeprefix("--") for r in rest])
+  train_and_evaluate(config, args.workdir)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
