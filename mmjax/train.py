@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import NamedSharding
 
 from mmjax import checkpoint as ckpt_lib
 from mmjax import config_lib
@@ -199,7 +200,7 @@ def make_train_step(family: family_lib.ModelFamily, tx: optax.GradientTransforma
       keep = lambda new, old: jnp.where(finite, new, old)
       new_params = jax.tree_util.tree_map(keep, new_params, params)
       new_opt_state = jax.tree_util.tree_map(keep, new_opt_state, opt_state)
-    metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads),
+    metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads),
                    finite=finite, **{f"finite/{k}": v for k, v in finite_groups.items()})
     return new_params, new_opt_state, metrics
 
@@ -260,10 +261,13 @@ def train_and_evaluate(config: Any, workdir: str, devices: Optional[list] = None
     return nn.unbox(variables["params"])
 
   params = jax.jit(init_fn, out_shardings=param_shardings)(init_rng)
-  abstract_opt = jax.eval_shape(tx.init, params)
-  opt_shardings = optax.tree_map_params(tx, lambda _, s: s, abstract_opt, param_shardings,
-                                        transform_non_params=lambda _: P.replicated(mesh))
-  opt_state = jax.jit(tx.init, out_shardings=opt_shardings)(params)
+  # Optimizer moments are zeros_like(params): XLA propagates each parameter's sharding to them
+  # (masked/frozen leaves and counters come out replicated), and we keep what it chose.
+  opt_state = jax.jit(tx.init)(params)
+  opt_shardings = jax.tree_util.tree_map(
+      lambda x: x.sharding if isinstance(x.sharding, NamedSharding) else P.replicated(mesh),
+      opt_state)
+  opt_state = jax.device_put(opt_state, opt_shardings)
 
   # ---- Restore, or initialise sub-trees from other runs ----
   checkpointer = ckpt_lib.Checkpointer(ckpt_lib.checkpoint_dir(workdir),
