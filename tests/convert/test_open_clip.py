@@ -111,3 +111,25 @@ def test_extra_or_missing_key_is_named():
   del missing["transformer.resblocks.1.attn.in_proj_bias"]
   with pytest.raises(common.KeyMismatchError, match=r"transformer\.resblocks\.1\.attn\.in_proj_bias"):
     oc.to_mmjax(missing, model_cfg)
+
+
+def test_unsupported_open_clip_option_is_refused():
+  config = R.clip_config(False)
+  config["vision_cfg"]["ls_init_value"] = 1e-5
+  with pytest.raises(ValueError, match="ls_init_value"):
+    open_clip_config.model_config(config)
+
+
+def test_published_configs_map_to_our_presets():
+  """open_clip's ViT-B-32 / coca_ViT-B-32 configs give our presets' architecture fields."""
+  import open_clip  # pylint: disable=import-outside-toplevel
+  from mmjax import config_lib  # pylint: disable=import-outside-toplevel
+  for name, spec in [("ViT-B-32", "configs/clip.py:vit_b32"),
+                     ("coca_ViT-B-32", "configs/coca.py:vit_b32")]:
+    mine = open_clip_config.model_config(open_clip.get_model_config(name))
+    preset = config_lib.load_config(spec).model
+    for block in ("vision", "text"):
+      for key in ("image_size", "patch_size", "width", "depth", "num_heads", "vocab_size",
+                  "context_length", "causal", "pool", "ln_pre"):
+        if key in preset[block]:
+          assert mine[block][key] == preset[block][key], (name, block, key)
