@@ -25,6 +25,8 @@ def decoder(**overrides) -> ml_collections.ConfigDict:
   c.num_heads = 8
   # Feed-forward hidden width; None means 4 * width.
   c.mlp_dim = ml_collections.FieldReference(None, field_type=int)
+  # MLP activation ('gelu'; 'quick_gelu' for open_clip models built with quick_gelu=True).
+  c.activation = "gelu"
   # LayerNorm epsilon.
   c.norm_eps = 1e-5
   c.update(overrides)

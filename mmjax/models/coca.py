@@ -55,6 +55,7 @@ class CrossAttentionBlock(nn.Module):
   """x + attn(ln_q(x), ln_kv(ctx)); x + mlp(ln2(x)): open_clip's cross-attention resblock."""
   num_heads: int
   mlp_dim: int
+  activation: str = "gelu"
   norm_eps: float = 1e-5
   dtype: layers.Dtype = jnp.float32
   param_dtype: layers.Dtype = jnp.float32
@@ -65,22 +66,23 @@ class CrossAttentionBlock(nn.Module):
                                           self.param_dtype, name=name)
     x = x + layers.Attention(self.num_heads, dtype=self.dtype, param_dtype=self.param_dtype,
                              name="attn")(norm("ln_q")(x), norm("ln_kv")(context))
-    return x + layers.Mlp(self.mlp_dim, dtype=self.dtype, param_dtype=self.param_dtype,
-                          name="mlp")(norm("ln2")(x))
+    return x + layers.Mlp(self.mlp_dim, self.activation, dtype=self.dtype,
+                          param_dtype=self.param_dtype, name="mlp")(norm("ln2")(x))
 
 
 class DecoderLayer(nn.Module):
   """One multimodal layer: causal self-attention block, then cross-attention block."""
   num_heads: int
   mlp_dim: int
+  activation: str = "gelu"
   norm_eps: float = 1e-5
   dtype: layers.Dtype = jnp.float32
   param_dtype: layers.Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: Array, image_tokens: Array) -> tuple[Array, None]:
-    kw = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim, norm_eps=self.norm_eps,
-              dtype=self.dtype, param_dtype=self.param_dtype)
+    kw = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim, activation=self.activation,
+              norm_eps=self.norm_eps, dtype=self.dtype, param_dtype=self.param_dtype)
     x, _ = layers.TransformerBlock(causal=True, name="self_block", **kw)(x)
     return CrossAttentionBlock(name="cross_block", **kw)(x, image_tokens), None
 
@@ -92,6 +94,7 @@ class MultimodalDecoder(nn.Module):
   depth: int = 12
   num_heads: int = 8
   mlp_dim: Optional[int] = None
+  activation: str = "gelu"  # MLP activation ('quick_gelu' when open_clip's quick_gelu is set).
   norm_eps: float = 1e-5
   scan: bool = True
   remat: str = "none"
@@ -103,7 +106,8 @@ class MultimodalDecoder(nn.Module):
     x = layers.stack_layers(
         DecoderLayer, self.depth, scan=self.scan, remat=self.remat, name="layers",
         num_broadcast_args=1, num_heads=self.num_heads, mlp_dim=self.mlp_dim or 4 * self.width,
-        norm_eps=self.norm_eps, dtype=self.dtype, param_dtype=self.param_dtype)(tokens,
+        activation=self.activation, norm_eps=self.norm_eps, dtype=self.dtype,
+        param_dtype=self.param_dtype)(tokens,
                                                                                 image_tokens)
     x = layers.norm_layer("layernorm", self.norm_eps, self.dtype, self.param_dtype,
                           name="ln_final")(x)
