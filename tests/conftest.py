@@ -9,6 +9,10 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax  # noqa: E402  pylint: disable=wrong-import-position
 
 jax.config.update("jax_platforms", "cpu")
+# Many tests compile the same small programs (e.g. a run and its resumption): cache them.
+jax.config.update("jax_compilation_cache_dir",
+                  os.environ.get("MMJAX_TEST_COMPILE_CACHE", "/tmp/mmjax_test_compile_cache"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 # Parity tests compare fp32 numbers to 1e-5; XLA's default CPU matmul precision is already fp32.
 jax.config.update("jax_default_matmul_precision", "highest")
 
