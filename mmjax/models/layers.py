@@ -139,6 +139,26 @@ def dense(features: int | Sequence[int], in_axes: Sequence[Optional[str]],
                       param_dtype=param_dtype, kernel_init=kernel_init, name=name)
 
 
+# ---- Rotary position embeddings ---------------------------------------------------------------
+
+def rotary_embedding(x: Array, positions: Array, theta: float = 10000.0) -> Array:
+  """Rotates [B, T, N, H] queries or keys by their absolute `positions` [B, T] (RoFormer).
+
+  Uses the "rotate half" layout of Hugging Face Llama/GPT-NeoX (feature i pairs with i + H/2),
+  so HF checkpoints load without permuting q/k rows. Angles are computed in float32.
+  """
+  head_dim = x.shape[-1]
+  if head_dim % 2:
+    raise ValueError(f"rotary embeddings need an even head_dim, got {head_dim}")
+  half = head_dim // 2
+  inv_freq = theta ** (-jnp.arange(half, dtype=jnp.float32) * 2.0 / head_dim)
+  angle = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, T, H/2]
+  sin, cos = jnp.sin(angle)[:, :, None, :], jnp.cos(angle)[:, :, None, :]
+  x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x.dtype)
+
+
 # ---- Attention --------------------------------------------------------------------------------
 
 def attention(q: Array, k: Array, v: Array, *, mask: Optional[Array] = None,
@@ -236,6 +256,40 @@ class Mlp(nn.Module):
       h = act(h)
     h = constrain(h, P.BATCH, P.LENGTH, P.MLP)
     return dense(self.out_features or x.shape[-1], [P.MLP], [P.EMBED], name="fc2", **kw)(h)
+
+
+class FeedForward(nn.Module):
+  """Pre-norm feed-forward without the residual: norm -> fc1 -> act -> fc2.
+
+  open_flamingo's `FeedForward` (LayerNorm, Linear, GELU, Linear; no biases), used by the Perceiver
+  resampler and the gated cross-attention blocks. Converter mapping: ff.0 -> norm, ff.1 -> fc1,
+  ff.3 -> fc2.
+
+  Attributes:
+    mlp_dim: hidden width.
+    activation: a name from ACTIVATIONS, or 'swiglu' / 'geglu' (adds a `gate` projection).
+    use_bias: biases on the projections (open_flamingo: none).
+    norm / norm_eps: the input norm.
+  """
+  mlp_dim: int
+  activation: str = "gelu"
+  use_bias: bool = False
+  norm: str = "layernorm"
+  norm_eps: float = 1e-5
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    kw = dict(use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype)
+    act = get_activation(self.activation)
+    y = norm_layer(self.norm, self.norm_eps, self.dtype, self.param_dtype, name="norm")(x)
+    h = dense(self.mlp_dim, [P.EMBED], [P.MLP], name="fc1", **kw)(y)
+    if self.activation in GATED:
+      h = act(dense(self.mlp_dim, [P.EMBED], [P.MLP], name="gate", **kw)(y)) * h
+    else:
+      h = act(h)
+    return dense(x.shape[-1], [P.MLP], [P.EMBED], name="fc2", **kw)(h)
 
 
 # ---- The pre-LN (or post-LN) transformer block ------------------------------------------------

@@ -1,0 +1,159 @@
+"""Flamingo (Alayrac et al. 2022): frozen vision encoder -> Perceiver resampler -> frozen LM with
+gated cross-attention (XATTN-DENSE) blocks, trained on interleaved image-text sequences.
+
+    python -m mmjax.train --config configs/flamingo.py:tiny --workdir /tmp/flamingo_tiny
+    python -m mmjax.summary --config configs/flamingo.py:3b
+
+Presets: tiny / micro (seconds on CPU); 3b and 9b with the paper's Table 5 sizes for the
+resampler (6 layers, width 1536, 16 heads x 128, 64 latents, FFW x4, Squared ReLU) and the gated
+blocks (16 heads x 128, FFW x4; before every LM layer for 3B, every 4th for 9B). The paper's
+NFNet-F6 is replaced by open_flamingo's ViT-L/14 (its 1024-d tokens are projected to the
+resampler's 1536), and the Chinchilla LMs by Llama-style decoders of the paper's depth and width.
+"""
+
+import importlib.util
+import os
+
+import ml_collections
+
+PRESETS = ("tiny", "micro", "3b", "9b")
+
+
+def _lm_config_module():
+  """configs/lm.py, loaded by path (config files are not a package)."""
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lm.py")
+  spec = importlib.util.spec_from_file_location("mmjax_config_lm_for_flamingo", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def vision_model(**overrides) -> ml_collections.ConfigDict:
+  """ViT fields (mmjax.models.vit.ViT); tiny by default, then `overrides`."""
+  v = ml_collections.ConfigDict()
+  # Input resolution and patch size.
+  v.image_size = 16
+  v.patch_size = 8
+  # Transformer shape.
+  v.width = 32
+  v.depth = 1
+  v.num_heads = 2
+  v.mlp_dim = 64
+  # MLP activation ('gelu' for open_clip, 'quick_gelu' for OpenAI CLIP weights).
+  v.activation = "gelu"
+  # Pooling is unused by Flamingo (the resampler reads the patch tokens); 'tok' keeps CLIP's tree.
+  v.pool = "tok"
+  v.class_token = True
+  # Bias on the patch embedding, LayerNorm before the blocks, norm epsilon (open_clip values).
+  v.patch_bias = False
+  v.ln_pre = True
+  v.norm_eps = 1e-5
+  # No output projection: Flamingo uses the tokens, not the pooled embedding.
+  v.output_dim = None
+  v.proj_bias = False
+  # Token / residual dropout (off for a frozen tower).
+  v.patch_dropout = 0.0
+  v.dropout_rate = 0.0
+  # Scan over layers and the remat policy name; compute and parameter dtypes.
+  v.scan = True
+  v.remat = "none"
+  v.dtype = "float32"
+  v.param_dtype = "float32"
+  v.update(overrides)
+  return v
+
+
+def resampler_model(**overrides) -> ml_collections.ConfigDict:
+  """PerceiverResampler fields; tiny by default, then `overrides`."""
+  r = ml_collections.ConfigDict()
+  # Working width of latents and output (vision tokens are projected to it if they differ).
+  r.width = 32
+  # Layers, attention heads and per-head width.
+  r.depth = 1
+  r.num_heads = 2
+  r.head_dim = 16
+  # Visual tokens per media item.
+  r.num_latents = 4
+  # FFW hidden width as a multiple of the width, and its activation (paper: Squared ReLU).
+  r.ff_mult = 2
+  r.activation = "squared_relu"
+  # Learned time embeddings: the most frames per media item (video); 0 disables them.
+  r.max_frames = 2
+  # LayerNorm epsilon.
+  r.norm_eps = 1e-5
+  # Scan over layers and the remat policy name; compute and parameter dtypes.
+  r.scan = True
+  r.remat = "none"
+  r.dtype = "float32"
+  r.param_dtype = "float32"
+  r.update(overrides)
+  return r
+
+
+def xattn_model(**overrides) -> ml_collections.ConfigDict:
+  """Gated cross-attention fields (mmjax.models.xattn.XAttnConfig); tiny, then `overrides`."""
+  x = ml_collections.ConfigDict()
+  # Cross-attention heads and per-head width.
+  x.num_heads = 2
+  x.head_dim = 16
+  # FFW hidden width as a multiple of the LM width, and its activation (open_flamingo: GELU).
+  x.ff_mult = 2
+  x.activation = "gelu"
+  # Paper masking: each token sees only the most recent preceding image (False: all previous).
+  x.only_attend_immediate_media = True
+  # A gated block runs before LM layer i when (i + 1) % cross_attn_every_n == 0 ...
+  x.cross_attn_every_n = 2
+  # ... or before these explicit layer indices when non-empty (e.g. (0,): a single layer).
+  x.cross_attn_layers = ()
+  # LayerNorm epsilon.
+  x.norm_eps = 1e-5
+  x.update(overrides)
+  return x
+
+
+def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
+  """The config of preset `arg` (only `config.model`; the trainer adds the rest)."""
+  lm_configs = _lm_config_module()
+  m = ml_collections.ConfigDict()
+  # Registered model family (mmjax.models.flamingo.FlamingoFamily).
+  m.family = "flamingo"
+  # Freeze the vision tower / the pretrained LM (the paper freezes both). The resampler, the
+  # gated blocks and the new tokens' embeddings always train.
+  m.freeze_vision = True
+  m.freeze_lm = True
+  if arg == "tiny":
+    m.vision = vision_model()
+    m.resampler = resampler_model()
+    m.lm = lm_configs.lm_model(depth=3, num_new_tokens=3)
+    m.xattn = xattn_model()
+  elif arg == "micro":
+    m.vision = vision_model(image_size=32, width=64, depth=2, num_heads=4, mlp_dim=128)
+    m.resampler = resampler_model(width=64, depth=2, num_heads=4, head_dim=16, num_latents=8)
+    m.lm = lm_configs.lm_model(vocab_size=512, width=64, depth=6, num_heads=4, num_kv_heads=2,
+                               head_dim=16, mlp_dim=192, max_len=256, num_new_tokens=3)
+    m.xattn = xattn_model(num_heads=4, head_dim=16, ff_mult=4, cross_attn_every_n=4)
+  elif arg in ("3b", "9b"):
+    # open_flamingo's ViT-L/14 (open_clip), 224 px: 256 patch tokens of width 1024.
+    m.vision = vision_model(image_size=224, patch_size=14, width=1024, depth=24, num_heads=16,
+                            mlp_dim=4096)
+    # Table 5: 6 layers, width 1536, 16 heads x 128, 64 latents, FFW x4, Squared ReLU; 8
+    # time embeddings for the 8-frame video clips of VTP.
+    m.resampler = resampler_model(width=1536, depth=6, num_heads=16, head_dim=128,
+                                  num_latents=64, ff_mult=4, max_frames=8)
+    if arg == "3b":
+      # Table 5: 24 layers of width 2048 (Chinchilla 1.4B-class); untied 32k SentencePiece vocab.
+      m.lm = lm_configs.lm_model(vocab_size=32000, width=2048, depth=24, num_heads=16,
+                                 num_kv_heads=16, head_dim=128, mlp_dim=8192, activation="gelu",
+                                 max_len=2048, tie_embeddings=False, num_new_tokens=3)
+      m.xattn = xattn_model(num_heads=16, head_dim=128, ff_mult=4, cross_attn_every_n=1)
+    else:
+      # Table 5: 40 layers of width 4096 (Chinchilla 7B-class).
+      m.lm = lm_configs.lm_model(vocab_size=32000, width=4096, depth=40, num_heads=32,
+                                 num_kv_heads=32, head_dim=128, mlp_dim=16384, activation="gelu",
+                                 max_len=2048, tie_embeddings=False, num_new_tokens=3)
+      m.xattn = xattn_model(num_heads=16, head_dim=128, ff_mult=4, cross_attn_every_n=4)
+  else:
+    raise ValueError(f"unknown flamingo preset {arg!r}; choose one of {PRESETS}")
+  config = ml_collections.ConfigDict()
+  config.model = m
+  return config

@@ -1,0 +1,154 @@
+"""Perceiver resampler (Alayrac et al. 2022, §2.1 and Fig. 4).
+
+Maps a variable number of visual features per media item (patch tokens x frames) to a fixed
+number of visual tokens: learned latents cross-attend to the media features, with the keys and
+values computed from the concatenation [media features; latents]. Learned time embeddings are
+added per frame before the frames are flattened, so a video of T frames and a still image
+(T = 1) go through the same module.
+
+    x = media + time_embed[:T]                 # [B, M, T, N, D] -> flatten -> [B, M, T*N, D]
+    latents = broadcast(latents)               # [B, M, n, D]
+    repeat depth times:
+      latents += attn(q = LN(latents), kv = [LN(x); LN(latents)])
+      latents += FeedForward(latents)          # LayerNorm, fc1, Squared ReLU, fc2
+    return LayerNorm(latents)
+
+Parameter names follow open_flamingo's `PerceiverResampler` (helpers.py): latents, layers.i.0
+(PerceiverAttention: norm_media, norm_latents, to_q, to_kv, to_out) -> layers/attn/{norm_media,
+norm_latents, query, key + value, out}, layers.i.1 (FeedForward) -> layers/ff/{norm, fc1, fc2},
+norm -> norm. `time_embed` corresponds to open_flamingo's `frame_embs` (our T is its F).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mmjax import parallel as P
+from mmjax.models import layers
+
+Array = jax.Array
+
+
+class PerceiverAttention(layers.Attention):
+  """Latents attend to [LN(media); LN(latents)]; no biases (open_flamingo PerceiverAttention).
+
+  Attributes (besides layers.Attention's):
+    norm_eps: epsilon of the two LayerNorms.
+  """
+  qkv_bias: bool = False
+  out_bias: bool = False
+  norm_eps: float = 1e-5
+
+  @nn.compact
+  def __call__(self, media: Array, latents: Array) -> Array:  # pytype: disable=signature-mismatch
+    """media [B', S, D], latents [B', n, D] -> [B', n, D] (B' = batch x media items)."""
+    norm = lambda name: layers.norm_layer("layernorm", self.norm_eps, self.dtype,
+                                          self.param_dtype, name=name)
+    media = norm("norm_media")(media)
+    latents = norm("norm_latents")(latents)
+    q, k, v = self.project_qkv(latents, jnp.concatenate([media, latents], axis=1))
+    out = layers.attention(q, k, v, implementation=self.implementation)
+    return self.project_out(out, latents.shape[-1])
+
+
+class PerceiverLayer(nn.Module):
+  """One resampler layer: residual PerceiverAttention, then residual FeedForward."""
+  num_heads: int
+  head_dim: int
+  mlp_dim: int
+  activation: str = "squared_relu"
+  norm_eps: float = 1e-5
+  dtype: layers.Dtype = jnp.float32
+  param_dtype: layers.Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, latents: Array, media: Array) -> tuple[Array, None]:
+    latents = latents + PerceiverAttention(
+        self.num_heads, head_dim=self.head_dim, norm_eps=self.norm_eps, dtype=self.dtype,
+        param_dtype=self.param_dtype, name="attn")(media, latents)
+    latents = latents + layers.FeedForward(
+        self.mlp_dim, self.activation, use_bias=False, norm_eps=self.norm_eps, dtype=self.dtype,
+        param_dtype=self.param_dtype, name="ff")(latents)
+    return latents, None
+
+
+class PerceiverResampler(nn.Module):
+  """[B, M, T, N, Dv] media features -> [B, M, num_latents, width] visual tokens.
+
+  Attributes:
+    width: working width D of latents and output. When the vision features are wider or
+      narrower (Dv != D), a bias-free `media_proj` maps them to D first (open_flamingo has
+      D = Dv and no projection).
+    depth: number of layers.
+    num_heads / head_dim: attention shape (inner width num_heads * head_dim).
+    num_latents: n, the visual tokens per media item.
+    ff_mult: FFW hidden width as a multiple of `width`.
+    activation: FFW activation (paper: Squared ReLU; open_flamingo: GELU).
+    max_frames: number of learned time embeddings (the most frames T a media item may have);
+      0 disables them (open_flamingo's default).
+    norm_eps: epsilon of the LayerNorms.
+    scan / remat: scan over layers, and the remat policy name (layers.REMAT_POLICIES).
+    dtype / param_dtype: compute and storage dtypes.
+  """
+  width: int = 1536
+  depth: int = 6
+  num_heads: int = 16
+  head_dim: int = 128
+  num_latents: int = 64
+  ff_mult: int = 4
+  activation: str = "squared_relu"
+  max_frames: int = 1
+  norm_eps: float = 1e-5
+  scan: bool = True
+  remat: str = "none"
+  dtype: layers.Dtype = jnp.float32
+  param_dtype: layers.Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    if x.ndim != 5:
+      raise ValueError(f"PerceiverResampler expects media features [B, M, T, N, D], got "
+                       f"{x.shape}")
+    b, m, t, n, dv = x.shape
+    x = x.astype(self.dtype)
+    if dv != self.width:
+      x = layers.dense(self.width, [None], [P.EMBED], use_bias=False, dtype=self.dtype,
+                       param_dtype=self.param_dtype, name="media_proj")(x)
+    if self.max_frames:
+      if t > self.max_frames:
+        raise ValueError(f"media have {t} frames but the resampler has time embeddings for "
+                         f"resampler.max_frames={self.max_frames}")
+      time_embed = self.param(
+          "time_embed", layers.with_axes(nn.initializers.normal(0.02), None, P.EMBED),
+          (self.max_frames, self.width), self.param_dtype)
+      x = x + time_embed[:t].astype(self.dtype)[:, None, :]
+    # Media items are independent: fold them into the batch for rank-4 attention.
+    x = x.reshape(b * m, t * n, self.width)
+    # Unit-variance latents as in open_flamingo (torch.randn); they are LayerNormed before use.
+    latents = self.param("latents", layers.with_axes(nn.initializers.normal(1.0), P.LATENTS,
+                                                     P.EMBED),
+                         (self.num_latents, self.width), self.param_dtype)
+    latents = jnp.broadcast_to(latents.astype(self.dtype), (b * m, *latents.shape))
+    latents = layers.stack_layers(
+        PerceiverLayer, self.depth, scan=self.scan, remat=self.remat, name="layers",
+        num_broadcast_args=1, num_heads=self.num_heads, head_dim=self.head_dim,
+        mlp_dim=self.ff_mult * self.width, activation=self.activation, norm_eps=self.norm_eps,
+        dtype=self.dtype, param_dtype=self.param_dtype)(latents, x)
+    latents = layers.norm_layer("layernorm", self.norm_eps, self.dtype, self.param_dtype,
+                                name="norm")(latents)
+    return latents.reshape(b, m, self.num_latents, self.width)
+
+
+def resampler_params_estimate(width: int, depth: int, num_heads: int, head_dim: int,
+                              num_latents: int, ff_mult: int, max_frames: int,
+                              input_width: Optional[int] = None) -> int:
+  """Closed-form parameter count (checks the module against the paper's Table 5 by hand)."""
+  inner = num_heads * head_dim
+  attn = 4 * width + 4 * width * inner  # two LayerNorms; q, k, v, out
+  ff = 2 * width + 2 * width * ff_mult * width
+  proj = 0 if input_width in (None, width) else input_width * width
+  return depth * (attn + ff) + num_latents * width + max_frames * width + 2 * width + proj
