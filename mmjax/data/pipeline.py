@@ -1,10 +1,12 @@
 """grain input pipelines: `make_pipeline(data_config, tokenizer=...)` -> a checkpointable iterator.
 
 Per dataset (grain MapDataset, all random access, so everything is a function of the seed):
-  array_record source -> tag records with their index -> this process's shard
-  (`[process_index::process_count]`, disjoint and covering) -> [train] epoch-aware shuffle,
+  array_record source -> tag records with their index -> [train] epoch-aware shuffle,
   repeat forever -> decode/augment/tokenize (`tasks.ExampleProcessor`, seeded per stream index).
-Then a weighted mixture over datasets (train), an IterDataset with threaded reads, optional
+Then a weighted mixture over datasets (train) gives the *global* example stream; each process
+reads rows [p * b, (p + 1) * b) of every global batch of B = P * b rows (`BatchSlice`), so the
+global batches are the same whatever the number of processes (disjoint, covering shards), and
+only the examples a process needs are decoded there. Then an IterDataset with threaded reads, optional
 multiprocess prefetch (`num_workers`), and batching in `DataIterator`, which drops and counts
 bad examples, stacks rows and, given a mesh, assembles global `jax.Array`s sharded over the
 mesh's data axes with `jax.make_array_from_process_local_data` (multi-host ready).
@@ -16,6 +18,7 @@ remainder that does not fill a global batch dropped; a single dataset only.
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any, Mapping, Sequence
 
 import grain
@@ -68,10 +71,9 @@ def build_dataset(config, tokenizer: tok_lib.Tokenizer, *, process_index: int,
     if name not in sources:
       raise ValueError(f"no source given for dataset {name!r}")
     ds = grain.MapDataset.source(sources[name]).map_with_index(_tag)
-    ds = ds[process_index::process_count]
-    if len(ds) == 0:
-      raise ValueError(f"dataset {name!r} split {config.split!r} has no records for process "
-                       f"{process_index} of {process_count}")
+    if len(ds) < config.batch_size and not train:
+      raise ValueError(f"dataset {name!r} split {config.split!r} has {len(ds)} records, fewer "
+                       f"than one global batch of data.batch_size={config.batch_size}")
     if train:
       # Shuffle before repeat: grain reshuffles each epoch with seed + epoch.
       ds = ds.shuffle(seed=(int(config.seed) * 7919 + k) % 2**32).repeat()
@@ -79,9 +81,51 @@ def build_dataset(config, tokenizer: tok_lib.Tokenizer, *, process_index: int,
         name, k, config, tokenizer, train=train, frames_per_media=frames))
     per_dataset.append(ds)
   if len(per_dataset) == 1:
-    return per_dataset[0]
-  # Weighted mixture: a deterministic interleaving in proportion to the weights.
-  return grain.MapDataset.mix(per_dataset, [float(w) for w in config.weights])
+    stream = per_dataset[0]
+  else:
+    # Weighted mixture: a deterministic interleaving in proportion to the weights.
+    stream = grain.MapDataset.mix(per_dataset, [float(w) for w in config.weights])
+  return BatchSlice(stream, int(config.batch_size), process_index, process_count)
+
+
+class BatchSlice(grain.MapDataset):
+  """This process's rows of every global batch: rows [p * b, (p + 1) * b) of each block of
+  B = P * b consecutive elements (P processes, b = B / P). Of a finite parent's last, partial
+  block a process keeps the rows that exist (spares for skipped bad examples)."""
+
+  _MUTATES_ELEMENT_SPEC = False
+
+  def __init__(self, parent: grain.MapDataset, global_batch: int, process_index: int,
+               process_count: int):
+    super().__init__(parent)
+    if global_batch % process_count:
+      raise ValueError(f"data.batch_size {global_batch} is not divisible by the "
+                       f"{process_count} processes")
+    self._global = global_batch
+    self._local = global_batch // process_count
+    self._offset = process_index * self._local
+    parent_len = len(parent)
+    full, rest = divmod(parent_len, global_batch)
+    self._length = parent_len if parent_len >= sys.maxsize else \
+        full * self._local + min(max(rest - self._offset, 0), self._local)
+
+  def __len__(self) -> int:
+    return self._length
+
+  def _parent_index(self, index: int) -> int:
+    batch, row = divmod(index, self._local)
+    return batch * self._global + self._offset + row
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    return self._parent[self._parent_index(index)]
+
+  def _getitems(self, indices: Sequence[int]):
+    return self._parent._getitems([self._parent_index(i) for i in indices])  # pylint: disable=protected-access
+
+  def __str__(self) -> str:
+    return f"BatchSlice(rows {self._offset}:{self._offset + self._local} of {self._global})"
 
 
 class DataIterator:

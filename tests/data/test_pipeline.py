@@ -185,3 +185,14 @@ def test_flip_only_where_text_has_no_direction():
   assert tasks.check_supported("shapes", "vqa") is None
   with pytest.raises(ValueError, match="shapes_video"):
     tasks.check_supported("shapes_video", "caption")
+
+
+def test_global_batches_do_not_depend_on_the_process_count(make_config, tok):
+  c = make_config(task="caption", batch_size=8)
+  one = _take(pipeline.make_pipeline(c, tokenizer=tok, process_index=0, process_count=1), 3)
+  halves = [_take(pipeline.make_pipeline(c, tokenizer=tok, process_index=p, process_count=2), 3)
+            for p in range(2)]
+  for step in range(3):
+    for key in one[step]:
+      np.testing.assert_array_equal(
+          np.concatenate([halves[0][step][key], halves[1][step][key]]), one[step][key])
