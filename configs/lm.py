@@ -9,6 +9,9 @@ architecture with grouped-query attention; the one pretrained LM installable her
 
 import ml_collections
 
+import common
+from mmjax.data import config as data_config
+
 PRESETS = ("tiny", "micro", "gpt2", "smollm2_135m")
 
 
@@ -63,11 +66,11 @@ def lm_model(**overrides) -> ml_collections.ConfigDict:
 
 def lm_preset(arg: str) -> ml_collections.ConfigDict:
   """The decoder fields of a preset (shared with configs/flamingo.py)."""
-  if arg == "tiny":
-    return lm_model()
   if arg == "micro":
-    return lm_model(vocab_size=512, width=64, depth=4, num_heads=4, num_kv_heads=2, head_dim=16,
-                    mlp_dim=192, max_len=256)
+    return lm_model(vocab_size=512)
+  if arg == "tiny":
+    return lm_model(vocab_size=512, width=128, depth=4, num_heads=4, num_kv_heads=2,
+                    head_dim=32, mlp_dim=384, max_len=256)
   if arg == "gpt2":
     # GPT-2 small: 124,439,808 parameters.
     return lm_model(vocab_size=50257, width=768, depth=12, num_heads=12, num_kv_heads=12,
@@ -82,9 +85,14 @@ def lm_preset(arg: str) -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
-  """The config of preset `arg` (only `config.model`; the trainer adds the rest)."""
-  config = ml_collections.ConfigDict()
-  config.model = lm_preset(arg)
+  """The config of preset `arg`: the decoder and its trainer sections (text-only LM data)."""
+  model = lm_preset(arg)
   # Registered model family (mmjax.models.lm.LMFamily).
-  config.model.family = "lm"
-  return config
+  model.family = "lm"
+  config = common.root(model)
+  small = arg in ("tiny", "micro")
+  data = data_config.default_data_config(task="lm", text_length=64 if small else 2048)
+  return common.trainer(config, data=data, total_steps=(300 if arg == "tiny" else 50) if small
+                        else 100_000, batch_size=32 if small else 256,
+                        learning_rate=3e-3 if small else 3e-4,
+                        warmup_steps=20 if small else 2000)

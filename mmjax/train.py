@@ -82,16 +82,23 @@ def write_run_record(config: Any, workdir: str, mesh: Any) -> None:
 # ---- Checks before any compute ----------------------------------------------------------------
 
 def check_vocab(model_config: Any, tokenizer: tokenizers.Tokenizer, prefix: str = "model") -> None:
-  """Every `vocab_size` in the model config must hold the tokenizer's ids, and every
-  `eos_id` / `pad_id` must be the tokenizer's."""
+  """Every `vocab_size` in the model config must hold the tokenizer's ids (with the block's
+  `num_new_tokens` rows for added special tokens, which must then start right after the base
+  vocabulary), and every `eos_id` / `pad_id` must be the tokenizer's."""
   for key, value in model_config.items():
     path = f"{prefix}.{key}"
     if hasattr(value, "items"):
       check_vocab(value, tokenizer, path)
-    elif key == "vocab_size" and value < tokenizer.vocab_size:
-      raise ValueError(f"config {path}={value} is smaller than the tokenizer "
-                       f"{tokenizer.name!r}'s vocabulary ({tokenizer.vocab_size} ids incl. "
-                       f"special tokens); set {path}={tokenizer.vocab_size} or more")
+    elif key == "vocab_size":
+      new = model_config.get("num_new_tokens", 0)
+      if value + new < tokenizer.vocab_size:
+        raise ValueError(f"config {path}={value}{f' (+{new} new tokens)' if new else ''} is "
+                         f"smaller than the tokenizer {tokenizer.name!r}'s vocabulary "
+                         f"({tokenizer.vocab_size} ids incl. special tokens)")
+      if new and value != tokenizer.base_vocab_size:
+        raise ValueError(f"config {path}={value} must equal the tokenizer {tokenizer.name!r}'s "
+                         f"base vocabulary ({tokenizer.base_vocab_size}) so that its special "
+                         f"tokens fall in the {new} new-token rows")
     elif key in ("eos_id", "pad_id") and model_config.get("pool", "eos") in ("eos", None) \
         and value != getattr(tokenizer, key):
       raise ValueError(f"config {path}={value} but tokenizer {tokenizer.name!r} has "

@@ -32,8 +32,13 @@ def get_builder(name: str, *, data_dir: str | None = None, **config: Any
   """The builder for dataset `name` with `common.make_config(**config)` (not yet prepared)."""
   if name not in BUILDERS:
     raise ValueError(f"unknown dataset {name!r}; known: {sorted(BUILDERS)}")
-  return BUILDERS[name](config=common.make_config(**config), data_dir=resolve_data_dir(data_dir),
-                        file_format="array_record")
+  builder_config = common.make_config(**config)
+  cls = BUILDERS[name]
+  # tfds refuses a custom config named like one of the class's own: pass that one by name.
+  if builder_config.name in {c.name for c in getattr(cls, "BUILDER_CONFIGS", [])}:
+    builder_config = builder_config.name
+  return cls(config=builder_config, data_dir=resolve_data_dir(data_dir),
+             file_format="array_record")
 
 
 def prepare(name: str, *, data_dir: str | None = None, **config: Any

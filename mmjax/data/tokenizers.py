@@ -124,20 +124,29 @@ class Tokenizer:
 
 
 class SentencePieceTokenizer(Tokenizer):
-  """A sentencepiece model file."""
+  """A sentencepiece model file.
 
-  def __init__(self, name: str, model_path: str):
+  `reserve_vocab_size` fixes the base vocabulary at that many ids even when the trained model
+  has fewer pieces (the unused ids decode to nothing), so special tokens get the same ids
+  (`reserve_vocab_size`, +1, ...) whatever the corpus, and a model config can name them.
+  """
+
+  def __init__(self, name: str, model_path: str, reserve_vocab_size: int = 0):
     import sentencepiece as spm  # pylint: disable=import-outside-toplevel
     self.model_path = model_path
     self._sp = spm.SentencePieceProcessor(model_file=model_path)
-    super().__init__(name, self._sp.get_piece_size(), self._sp.pad_id(), self._sp.bos_id(),
-                     self._sp.eos_id())
+    self.num_pieces = self._sp.get_piece_size()
+    if reserve_vocab_size and reserve_vocab_size < self.num_pieces:
+      raise ValueError(f"reserve_vocab_size {reserve_vocab_size} is below the {self.num_pieces} "
+                       f"pieces of {model_path}")
+    super().__init__(name, max(self.num_pieces, reserve_vocab_size), self._sp.pad_id(),
+                     self._sp.bos_id(), self._sp.eos_id())
 
   def _encode(self, text: str) -> list[int]:
     return self._sp.encode(text)
 
   def _decode(self, ids: list[int]) -> str:
-    return self._sp.decode(ids)
+    return self._sp.decode([i for i in ids if 0 <= i < self.num_pieces])
 
   def __getstate__(self):
     # SentencePieceProcessor does not pickle; grain workers rebuild it from the file.
@@ -330,7 +339,9 @@ def shapes_sp(data_dir: str | None = None, vocab_size: int = 512, seed: int = 0
   path = shapes_sp_path(data_dir, vocab_size, seed)
   if not os.path.exists(path):
     train_shapes_sp(path, vocab_size, seed)
-  return SentencePieceTokenizer("shapes_sp", path)
+  # The shapes language needs fewer pieces than vocab_size; reserving them all keeps the base
+  # vocabulary (and so `<image>` = vocab_size) independent of the corpus.
+  return SentencePieceTokenizer("shapes_sp", path, reserve_vocab_size=vocab_size)
 
 
 def shapes_wordpiece_vocab(data_dir: str | None = None, vocab_size: int = 400) -> str:

@@ -469,7 +469,7 @@ class LMFamily(family_lib.ModelFamily):
 
   Decode API (what generation builds greedy / beam / sampling on):
     cache = family.init_cache(batch_size, max_len)
-    logits, cache = family.prefill(params, tokens, cache, lengths=None)
+    logits, cache = family.prefill(params, {"tokens": tokens}, cache, lengths=None)
     logits, cache = family.decode_step(params, next_tokens[:, None], cache)
   """
   batch_keys = ("tokens", "loss_mask")
@@ -500,14 +500,15 @@ class LMFamily(family_lib.ModelFamily):
     """An empty KV cache for `max_len` positions."""
     return init_cache(self.lm_config, None, batch_size, max_len)
 
-  def prefill(self, params: Any, tokens: Array, cache: Cache,
+  def prefill(self, params: Any, batch: family_lib.Batch, cache: Cache,
               lengths: Optional[Array] = None) -> tuple[Array, Cache]:
-    """Runs a (right-padded) prompt [B, T] into the cache; logits [B, T, vocab].
+    """Runs a (right-padded) prompt `batch['tokens']` [B, T] into the cache; logits [B, T, V].
 
+    The same signature as Flamingo's prefill (a batch dict), so generation serves both.
     With `lengths` [B], the next decode step of row b writes at position lengths[b] (over the
     padding), so rows of different prompt lengths decode together.
     """
-    logits, cache = self.module.apply({"params": params}, tokens, cache=cache)
+    logits, cache = self.module.apply({"params": params}, batch["tokens"], cache=cache)
     return logits, set_cache_lengths(cache, lengths)
 
   def decode_step(self, params: Any, tokens: Array, cache: Cache) -> tuple[Array, Cache]:

@@ -17,11 +17,11 @@ from mmjax.models import lm
 from mmjax.models import xattn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-IMAGE, EOC = 256, 257  # the tiny preset's new tokens: vocab_size + 0, + 1
+IMAGE, EOC = 512, 513  # the micro preset's new tokens: vocab_size + 0, + 1
 
 
 def _family(*overrides):
-  config = config_lib.load_config(os.path.join(ROOT, "configs/flamingo.py:tiny"), overrides)
+  config = config_lib.load_config(os.path.join(ROOT, "configs/flamingo.py:micro"), overrides)
   return family.build(config.model)
 
 

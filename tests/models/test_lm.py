@@ -35,7 +35,7 @@ GPT2 = dict(vocab_size=61, width=32, depth=2, num_heads=4, mlp_dim=64, activatio
 
 
 def _family(fields, **overrides):
-  config = config_lib.load_config(_spec("lm.py:tiny"))
+  config = config_lib.load_config(_spec("lm.py:micro"))
   with config.unlocked():
     config.model.update({**fields, **overrides})
   return family.build(config.model)
