@@ -176,14 +176,17 @@ def with_trainer(config: ml_collections.ConfigDict, arg: str) -> ml_collections.
   data = data_config.default_data_config(
       task="caption", as_media=True, image_size=m.vision.image_size, max_media=1,
       text_length=32 if small else 256, num_train=4096 if arg == "tiny" else 512)
-  common.trainer(config, data=data, total_steps={"tiny": 600, "micro": 30}.get(arg, 100_000),
+  common.trainer(config, data=data, total_steps={"tiny": 1000, "micro": 30}.get(arg, 100_000),
                  batch_size=32 if small else 8192, learning_rate=3e-3 if small else 1e-4,
                  warmup_steps=30 if small else 5000)
   every = config.total_steps // 2
-  config.evals.heldout = ml_collections.ConfigDict(dict(
-      type="loss", every_steps=every, split="heldout", num_batches=4))
-  config.evals.heldout_blank = ml_collections.ConfigDict(dict(
-      type="loss", every_steps=every, split="heldout", num_batches=4, blank_images=True))
+  # Caption loss on unseen scenes ('validation') and on unseen colour-shape pairs ('heldout'),
+  # each beside the same model with its images blanked: the gap is what the image is worth.
+  for split in ("validation", "heldout"):
+    config.evals[split] = ml_collections.ConfigDict(dict(
+        type="loss", every_steps=every, split=split, num_batches=4))
+    config.evals[split + "_blank"] = ml_collections.ConfigDict(dict(
+        type="loss", every_steps=every, split=split, num_batches=4, blank_images=True))
   config.evals.samples = ml_collections.ConfigDict(dict(
       type="captions", every_steps=every, split="heldout", num_examples=4, max_new_tokens=24))
   return config
