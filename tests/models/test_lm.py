@@ -56,7 +56,7 @@ def test_kv_cache_decoding_matches_full_sequence(fields, scan):
   assert full.shape == (2, 11, vocab)
 
   cache = fam.init_cache(2, 16)
-  logits, cache = jax.jit(fam.prefill)(params, tokens[:, :4], cache)
+  logits, cache = jax.jit(fam.prefill)(params, {"tokens": tokens[:, :4]}, cache)
   steps = [logits]
   decode = jax.jit(fam.decode_step)
   for t in range(4, 11):
@@ -74,7 +74,7 @@ def test_right_padded_prompts_decode_per_row():
   full = jax.jit(fam.predict_logits)(params, {"tokens": tokens})
   lengths = jnp.array([5, 3])
   prompt = jnp.where(jnp.arange(5)[None] < lengths[:, None], tokens[:, :5], 0)
-  _, cache = jax.jit(fam.prefill)(params, prompt, fam.init_cache(2, 16), lengths=lengths)
+  _, cache = jax.jit(fam.prefill)(params, {"tokens": prompt}, fam.init_cache(2, 16), lengths=lengths)
   decode = jax.jit(fam.decode_step)
   # Row 1 continues at position 3 (overwriting its padding), row 0 at position 5.
   for step in range(4):
