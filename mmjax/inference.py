@@ -72,7 +72,8 @@ class Model:
     tok = self.tokenizer
     _, eoc_id = common.media_ids(tok)
     stops = (eoc_id, tok.eos_id)
-    batch = common.flamingo_batch(tok, [prompt], [self.preprocess(images)])
+    batch = common.flamingo_batch(tok, [prompt], [self.preprocess(images)],
+                                  max_length=self.family.lm_config.max_len - max_new_tokens)
     lengths = batch.pop("lengths")
     if num_beams > 1:
       ids = generate.beam_search(self.family, self.params, batch, max_new_tokens, num_beams,

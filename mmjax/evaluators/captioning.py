@@ -56,7 +56,8 @@ def generate_captions(context: EvalContext, params: Any, images: np.ndarray, pro
   stops = (eoc_id, tok.eos_id)
   out = []
   for s in common.chunks(len(images), batch_size):
-    batch = common.flamingo_batch(tok, [prompt] * len(images[s]), [im[None] for im in images[s]])
+    batch = common.flamingo_batch(tok, [prompt] * len(images[s]), [im[None] for im in images[s]],
+                                  max_length=context.family.lm_config.max_len - max_new_tokens)
     lengths = batch.pop("lengths")
     if num_beams > 1:
       ids = generate.beam_search(context.family, params, batch, max_new_tokens, num_beams,

@@ -82,20 +82,26 @@ def media_ids(tok: tok_lib.Tokenizer) -> tuple[int, int]:
 
 
 def flamingo_batch(tok: tok_lib.Tokenizer, texts: Sequence[str],
-                   media: Sequence[np.ndarray], length_multiple: int = 16
-                   ) -> dict[str, np.ndarray]:
+                   media: Sequence[np.ndarray], length_multiple: int = 16,
+                   max_length: int | None = None) -> dict[str, np.ndarray]:
   """Right-padded prompts `[BOS] text` (texts contain `<image>` markers) with their media.
 
   media[b] is [M_b, H, W, 3], one image per `<image>` of texts[b]. Returns the batch (media
   padded to the largest M, one frame each) and `lengths` [B]. The token length is rounded up
-  to `length_multiple` so that jitted callers compile few shapes.
+  to `length_multiple` so that jitted callers compile few shapes, but not past `max_length`
+  (callers that generate pass lm.max_len - max_new_tokens, the room the KV cache has).
   """
   image_id, _ = media_ids(tok)
   ids = [[tok.bos_id] + tok.encode(t) for t in texts]
   for t, row, m in zip(texts, ids, media):
     if row.count(image_id) != len(m):
       raise ValueError(f"prompt {t!r} has {row.count(image_id)} <image> tokens for {len(m)} images")
-  length = -(-max(len(r) for r in ids) // length_multiple) * length_multiple
+  longest = max(len(r) for r in ids)
+  length = -(-longest // length_multiple) * length_multiple
+  if max_length is not None:
+    if longest > max_length:
+      raise ValueError(f"prompt of {longest} tokens exceeds the {max_length} that fit")
+    length = min(length, max_length)
   max_m = max(max(len(m) for m in media), 1)
   size = media[0].shape[1:] if len(media[0]) else None
   b = len(texts)

@@ -116,7 +116,8 @@ class FewShotEvaluator:
         media = [np.concatenate([p_imgs[row], q_imgs[i:i + 1]]) for i, row in enumerate(chosen)]
         preds = []
         for s in common.chunks(len(prompts), cfg.get("batch_size", 32)):
-          batch = common.flamingo_batch(tok, prompts[s], media[s])
+          batch = common.flamingo_batch(tok, prompts[s], media[s],
+                                        max_length=family.lm_config.max_len - max_new)
           lengths = batch.pop("lengths")
           ids = generate.greedy(family, params, batch, max_new, stop_ids=stops, lengths=lengths)
           preds += [tok.decode(generate.strip(r, stops)).strip() for r in ids.tolist()]

@@ -103,7 +103,8 @@ def answer_questions(context: EvalContext, params: Any, images: np.ndarray,
   out = []
   for s in common.chunks(len(questions), batch_size):
     batch = common.flamingo_batch(tok, [prompt.format(question=q) for q in questions[s]],
-                                  [im[None] for im in images[s]])
+                                  [im[None] for im in images[s]],
+                                  max_length=context.family.lm_config.max_len - max_new_tokens)
     lengths = batch.pop("lengths")
     ids = generate.greedy(context.family, params, batch, max_new_tokens,
                           stop_ids=(eoc_id, tok.eos_id), lengths=lengths)

@@ -16,6 +16,9 @@ def _micro(spec, data_dir, steps):
   config.data.num_train = 64
   config.data.num_eval = 16
   config.total_steps = steps
+  config.optim.total_steps = steps
+  config.optim.warmup_steps = 1
+  config.checkpoint.every_steps = steps
   config.log.tensorboard = False
   config.checkpoint.async_save = False
   with config.unlocked():
