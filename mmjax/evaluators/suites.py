@@ -26,7 +26,8 @@ def shapes_suite(family: str, size: str = "full") -> ml_collections.ConfigDict:
     evals["probe_colour"] = dict(type="linear_probe", attribute="colour",
                                  train_records=64 if small else 1024, baselines=True)
   if family in ("lm", "flamingo"):
-    evals["perplexity"] = dict(type="perplexity", num_batches=1 if small else 4)
+    evals["perplexity"] = dict(type="perplexity", num_batches=1 if small else 4,
+                               batch_size=8 if small else None)
   if family == "flamingo":
     evals["captioning"] = dict(type="captioning", num_examples=n, baselines=True,
                                max_new_tokens=8 if small else 24)
