@@ -63,21 +63,25 @@ def flamingo_setup():
 
 
 def _uncached_greedy(fam, params, batch, lengths, steps):
-  """Argmax of a full forward pass over prompt + generated tokens, one row at a time."""
-  out = []
-  for b, n in enumerate(lengths):
-    row = {k: np.asarray(v)[b:b + 1] for k, v in batch.items()}
-    seq = list(row["tokens"][0, :n])
-    new = []
-    for _ in range(steps):
-      full = dict(row, tokens=np.array([seq], np.int32))
-      if "media_locations" in row:
-        full["media_locations"] = full["tokens"] == IMAGE
-      logits = fam.predict_logits(params, full)
-      new.append(int(jnp.argmax(logits[0, -1])))
-      seq.append(new[-1])
-    out.append(new)
-  return np.array(out)
+  """Argmax of full forward passes (no cache) over prompt + generated tokens.
+
+  Rows are right-padded to T + steps; attention is causal, so the padding after a row's last
+  real token cannot change the logits read at that token.
+  """
+  logits_fn = jax.jit(fam.predict_logits)
+  b, t = np.asarray(batch["tokens"]).shape
+  tokens = np.zeros((b, t + steps), np.int32)
+  tokens[:, :t] = batch["tokens"]
+  out = np.zeros((b, steps), np.int32)
+  for k in range(steps):
+    full = dict(batch, tokens=tokens)
+    if "media_locations" in batch:
+      full["media_locations"] = tokens == IMAGE
+    logits = np.asarray(logits_fn(params, full))
+    for row, n in enumerate(lengths):
+      out[row, k] = int(np.argmax(logits[row, n - 1 + k]))
+      tokens[row, n + k] = out[row, k]
+  return out
 
 
 def _log_prob(fam, params, batch, row, length, continuation):
