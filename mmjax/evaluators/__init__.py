@@ -37,7 +37,9 @@ def register(name: str):
 def build(name: str, config: Any, context: EvalContext):
   """The evaluator for `config.type`, with an error listing the known types."""
   # Importing the modules registers them.
-  from mmjax.evaluators import captions, loss  # noqa: F401  pylint: disable=import-outside-toplevel
+  # pylint: disable=import-outside-toplevel,unused-import
+  from mmjax.evaluators import (captioning, captions, fewshot, linear_probe, loss,  # noqa: F401
+                                multiple_choice, perplexity, retrieval, vqa, zeroshot)
   if config.type not in _REGISTRY:
     raise ValueError(f"evals.{name}.type {config.type!r} is unknown; known types: "
                      f"{sorted(_REGISTRY)}")

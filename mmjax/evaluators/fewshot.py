@@ -1,0 +1,130 @@
+"""Few-shot in-context evaluation as in Flamingo / OpenFlamingo.
+
+For each query image of `split`, `shots` demonstrations from the training split precede it:
+
+    captioning: <image>Output:{caption}<|endofchunk|> ... <image>Output:
+    vqa:        <image>Question:{q} Short answer:{a}<|endofchunk|> ... <image>Question:{q} Short answer:
+
+chosen at random (per seed) or by RICES (Yang et al. 2022: the training images nearest to the
+query by cosine similarity of the vision tower's pooled features, most similar last, next to the
+query). Each shot count is run for every seed and reported as mean and std (CIDEr for
+captioning, VQAv2 accuracy for vqa). Shot counts whose prompt would not fit in lm.max_len are
+reported as skipped rather than truncated.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from mmjax import generate
+from mmjax.evaluators import EvalContext, captioning, common, register, vqa
+from mmjax.evaluators import embeddings as emb_lib
+
+CAPTION_DEMO = "<image>Output:{caption}<|endofchunk|>"
+CAPTION_QUERY = "<image>Output:"
+VQA_DEMO = "<image>Question:{question} Short answer:{answer}<|endofchunk|>"
+VQA_QUERY = "<image>Question:{question} Short answer:"
+
+
+def rices_neighbours(query_features: np.ndarray, pool_features: np.ndarray,
+                     shots: int) -> np.ndarray:
+  """[Q, shots] pool indices by increasing similarity (the most similar is last)."""
+  q = query_features / np.linalg.norm(query_features, axis=1, keepdims=True)
+  p = pool_features / np.linalg.norm(pool_features, axis=1, keepdims=True)
+  sim = q @ p.T
+  top = np.argsort(-sim, axis=1, kind="stable")[:, :shots]
+  return top[:, ::-1]
+
+
+def random_demos(num_queries: int, pool_size: int, shots: int, seed: int) -> np.ndarray:
+  """[Q, shots] distinct random pool indices per query."""
+  rng = np.random.default_rng(seed)
+  return np.stack([rng.choice(pool_size, shots, replace=False) for _ in range(num_queries)]) \
+      if shots else np.zeros((num_queries, 0), np.int64)
+
+
+@register("fewshot")
+class FewShotEvaluator:
+  """Config: task ('captioning' / 'vqa'), shots ((0, 4, 8, 16, 32)), seeds ((0, 1, 2)),
+  selection ('random' / 'rices'), split, num_examples, pool_size, max_new_tokens, batch_size."""
+
+  def __init__(self, name: str, config: Any, context: EvalContext):
+    self.name, self.config, self.context = name, config, context
+    if not hasattr(context.family, "decode_step"):
+      raise ValueError(f"evals.{name}: family {context.family.family_name!r} cannot decode")
+    if config.get("task", "captioning") not in ("captioning", "vqa"):
+      raise ValueError(f"evals.{name}.task must be 'captioning' or 'vqa', got {config.task!r}")
+    if config.get("selection", "random") not in ("random", "rices"):
+      raise ValueError(f"evals.{name}.selection must be 'random' or 'rices'")
+
+  def _examples(self, records: Sequence[dict], seed: int) -> list[dict]:
+    """One (caption) or one question per record, chosen per seed."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for r in records:
+      if self.config.get("task", "captioning") == "captioning":
+        out.append({"caption": r["captions"][int(rng.integers(len(r["captions"])))],
+                    "captions": r["captions"]})
+      else:
+        j = int(rng.integers(len(r["questions"])))
+        out.append({"question": r["questions"][j], "answer": r["answer"][j],
+                    "answers": r["answers"][j]})
+    return out
+
+  def _prompt(self, demos: Sequence[dict], query: dict) -> str:
+    if self.config.get("task", "captioning") == "captioning":
+      return "".join(CAPTION_DEMO.format(**d) for d in demos) + CAPTION_QUERY
+    return "".join(VQA_DEMO.format(**d) for d in demos) + VQA_QUERY.format(**query)
+
+  def _score(self, preds: Sequence[str], queries: Sequence[dict]) -> float:
+    if self.config.get("task", "captioning") == "captioning":
+      refs = {i: q["captions"] for i, q in enumerate(queries)}
+      return captioning.caption_scores(dict(enumerate(preds)), refs)["cider"]
+    return float(np.mean([vqa.vqa_accuracy(p, q["answers"]) for p, q in zip(preds, queries)]))
+
+  def run(self, params: Any) -> dict[str, Any]:
+    cfg, data, tok = self.config, self.context.data_config, self.context.tokenizer
+    family = self.context.family
+    _, eoc_id = common.media_ids(tok)
+    stops = (eoc_id, tok.eos_id)
+    records = common.load_records(data, cfg.get("split", "validation"),
+                                  cfg.get("num_examples", 32))
+    pool = common.load_records(data, "train", cfg.get("pool_size", 256))
+    q_imgs, p_imgs = common.images(records, data), common.images(pool, data)
+    if cfg.get("selection", "random") == "rices":
+      q_feat = emb_lib.image_features(family, params, q_imgs)
+      p_feat = emb_lib.image_features(family, params, p_imgs)
+    max_new = cfg.get("max_new_tokens", 16 if cfg.get("task", "captioning") == "captioning" else 4)
+    metric = "cider" if cfg.get("task", "captioning") == "captioning" else "accuracy"
+    results = {}
+    for shots in cfg.get("shots", (0, 4, 8, 16, 32)):
+      values = []
+      for seed in cfg.get("seeds", (0, 1, 2)):
+        queries, demos_pool = self._examples(records, seed), self._examples(pool, seed + 1000)
+        if cfg.get("selection", "random") == "rices":
+          chosen = rices_neighbours(q_feat, p_feat, shots)
+        else:
+          chosen = random_demos(len(records), len(pool), shots, seed)
+        prompts = [self._prompt([demos_pool[j] for j in row], q)
+                   for row, q in zip(chosen, queries)]
+        longest = max(1 + len(tok.encode(p)) for p in prompts) + max_new
+        if longest > family.lm_config.max_len:
+          values = None
+          break
+        media = [np.concatenate([p_imgs[row], q_imgs[i:i + 1]]) for i, row in enumerate(chosen)]
+        preds = []
+        for s in common.chunks(len(prompts), cfg.get("batch_size", 32)):
+          batch = common.flamingo_batch(tok, prompts[s], media[s],
+                                        max_length=family.lm_config.max_len - max_new)
+          lengths = batch.pop("lengths")
+          ids = generate.greedy(family, params, batch, max_new, stop_ids=stops, lengths=lengths)
+          preds += [tok.decode(generate.strip(r, stops)).strip() for r in ids.tolist()]
+        values.append(self._score(preds, queries))
+      key = f"{self.name}/{shots}shot_{metric}"
+      if values is None:
+        results[key] = f"skipped: prompt exceeds lm.max_len {family.lm_config.max_len}"
+        continue
+      results[key], results[f"{key}_std"] = common.mean_std(values)
+    return results

@@ -1,0 +1,56 @@
+"""Named evaluator suites for `mmjax.evaluate --suite NAME`: every task that fits a family on
+`shapes`, each with its baselines. `size` scales the example counts ('full' / 'small')."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+
+SUITES = ("shapes",)
+
+
+def shapes_suite(family: str, size: str = "full") -> ml_collections.ConfigDict:
+  """The evaluators of `family` on shapes."""
+  small = size == "small"
+  n = 8 if small else 64
+  evals: dict[str, dict[str, Any]] = {}
+  if family in ("clip", "siglip", "coca"):
+    evals["zeroshot_shape"] = dict(type="zeroshot", attribute="shape", templates="shapes",
+                                   baselines=True)
+    evals["zeroshot_colour"] = dict(type="zeroshot", attribute="colour",
+                                    templates="openai_imagenet" if not small else "simple",
+                                    baselines=True)
+    evals["retrieval"] = dict(type="retrieval", num_examples=16 if small else 128,
+                              baselines=True)
+    evals["probe_colour"] = dict(type="linear_probe", attribute="colour",
+                                 train_records=64 if small else 1024, baselines=True)
+  if family in ("lm", "flamingo"):
+    evals["perplexity"] = dict(type="perplexity", num_batches=1 if small else 4,
+                               batch_size=8 if small else None)
+  if family == "flamingo":
+    evals["captioning"] = dict(type="captioning", num_examples=n, baselines=True,
+                               max_new_tokens=8 if small else 24)
+    evals["vqa"] = dict(type="vqa", num_examples=4 if small else 32, baselines=True)
+    evals["multiple_choice"] = dict(type="multiple_choice", num_examples=2 if small else 16,
+                                    baselines=True)
+    evals["fewshot_captioning"] = dict(
+        type="fewshot", task="captioning", shots=(0, 2) if small else (0, 4, 8, 16, 32),
+        seeds=(0, 1) if small else (0, 1, 2), num_examples=4 if small else 32,
+        pool_size=16 if small else 256, max_new_tokens=8 if small else 16)
+    evals["fewshot_vqa_rices"] = dict(
+        type="fewshot", task="vqa", selection="rices", shots=(0, 2) if small else (0, 4, 8),
+        seeds=(0,) if small else (0, 1, 2), num_examples=4 if small else 32,
+        pool_size=16 if small else 256)
+    evals["probe_shape"] = dict(type="linear_probe", attribute="shape",
+                                train_records=64 if small else 1024, baselines=True)
+  if not evals:
+    raise ValueError(f"no shapes suite for family {family!r}")
+  return ml_collections.ConfigDict(evals)
+
+
+def get_suite(name: str, family: str, size: str = "full") -> ml_collections.ConfigDict:
+  """Suite `name` for `family`."""
+  if name != "shapes":
+    raise ValueError(f"unknown evaluation suite {name!r}; known: {SUITES}")
+  return shapes_suite(family, size)

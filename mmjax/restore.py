@@ -1,0 +1,66 @@
+"""Parameters for inference and evaluation from a workdir, one checkpoint step, or a converted
+weights file, and the run's config.
+
+    params, step = load_params("/tmp/run")                       # newest step of a workdir
+    params, step = load_params("/tmp/run/checkpoints/600")       # that step
+    params, step = load_params("params.safetensors")             # mmjax.convert output (step None)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Optional
+
+import ml_collections
+
+from mmjax import checkpoint as ckpt_lib
+from mmjax import config_lib
+
+
+def resolve_checkpoint(path: str) -> tuple[str, Optional[int]]:
+  """(checkpoints directory, step or None for the newest) of a workdir / checkpoints dir / step."""
+  path = os.path.abspath(path)
+  if os.path.isdir(os.path.join(path, ckpt_lib.SUBDIR)):
+    return os.path.join(path, ckpt_lib.SUBDIR), None
+  base, name = os.path.split(path.rstrip("/"))
+  if name.isdigit() and os.path.isdir(path):
+    return base, int(name)
+  if os.path.isdir(path) and any(n.isdigit() for n in os.listdir(path)):
+    return path, None
+  raise FileNotFoundError(f"{path} is neither a workdir (with {ckpt_lib.SUBDIR}/), a checkpoints "
+                          "directory, nor one checkpoint step directory")
+
+
+def load_params(path: str) -> tuple[Any, Optional[int]]:
+  """Host parameters and their step from a workdir, checkpoint step or .safetensors/.npz file."""
+  if path.endswith((".safetensors", ".npz")):
+    from mmjax.convert.__main__ import read_params  # pylint: disable=import-outside-toplevel
+    return read_params(path), None
+  directory, step = resolve_checkpoint(path)
+  checkpointer = ckpt_lib.Checkpointer(directory, async_save=False)
+  try:
+    step = checkpointer.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no complete checkpoint in {directory}")
+    return checkpointer.restore_params(step=step), step
+  finally:
+    checkpointer.close()
+
+
+def load_run_config(path: str, spec: Optional[str] = None, overrides=()) -> Any:
+  """The config: from `spec` (configs/x.py:preset) if given, else the workdir's config.json."""
+  if spec:
+    return config_lib.load_config(spec, list(overrides))
+  workdir = path
+  for _ in range(3):  # workdir, workdir/checkpoints, workdir/checkpoints/<step>
+    candidate = os.path.join(workdir, "config.json")
+    if os.path.exists(candidate):
+      with open(candidate, encoding="utf-8") as f:
+        config = ml_collections.ConfigDict(json.load(f))
+      for item in overrides:
+        key, _, value = item.removeprefix("config.").partition("=")
+        config_lib.set_by_path(config, key, config_lib.parse_value(value))
+      return config
+    workdir = os.path.dirname(os.path.abspath(workdir))
+  raise FileNotFoundError(f"no config.json found at or above {path}; pass --config")
