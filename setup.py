@@ -19,6 +19,8 @@ INSTALL_REQUIRES = [
     "tensorboardX>=2.6",
     "safetensors>=0.5",
     "absl-py>=2.1",
+    "pycocoevalcap>=1.2",  # the official CIDEr / BLEU scorers for captioning evaluation
+    "scipy>=1.11",  # SSIM's Gaussian filter
 ]
 
 EXTRAS_REQUIRE = {
