@@ -19,7 +19,7 @@ from mmjax import parallel as P
 from mmjax import summary
 
 GOLDEN = pathlib.Path(__file__).parent / "golden" / "sharding.json"
-FAMILIES = ["clip", "siglip", "coca"]
+FAMILIES = ["clip", "siglip", "coca", "lm", "flamingo"]
 PRESETS = ["dp", "fsdp", "tp", "fsdp_tp"]
 
 
@@ -27,7 +27,10 @@ def _random_batch(family, batch_size=8, seed=0):
   rng = np.random.default_rng(seed)
   batch = {}
   for key, value in family.dummy_batch(batch_size).items():
-    if np.issubdtype(value.dtype, np.integer):
+    if value.dtype == np.bool_:
+      batch[key] = np.ones(value.shape, bool) if key == "media_mask" else \
+          rng.uniform(size=value.shape) < 0.2
+    elif np.issubdtype(value.dtype, np.integer):
       batch[key] = rng.integers(1, 200, size=value.shape).astype(np.int32)
     else:
       batch[key] = rng.uniform(-1, 1, size=value.shape).astype(np.float32)
@@ -51,7 +54,7 @@ def mesh():
 
 
 # Every preset on CLIP; the other families share its layers, so one mixed preset each.
-CASES = [("clip", rules) for rules in PRESETS] + [("siglip", "fsdp_tp"), ("coca", "fsdp_tp")]
+CASES = [("clip", rules) for rules in PRESETS] + [(name, "fsdp_tp") for name in FAMILIES[1:]]
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -66,7 +69,8 @@ def test_sharded_losses_match_single_device(name, mesh):
     np.testing.assert_allclose(loss, reference, rtol=1e-5, err_msg=rules)
     # Parameters are really split: a weight's shard is smaller than the weight under fsdp/tp.
     flat = summary.flat_params(params)
-    kernel = next(v for k, v in flat.items() if k.endswith("blocks/mlp/fc1/kernel"))
+    kernel = next(v for k, v in flat.items() if k.endswith("mlp/fc1/kernel") or
+                  k.endswith("ffw/fc1/kernel") or k.endswith("fc1/kernel"))
     shard = P.shard_shape(kernel)
     if rules == "dp":
       assert shard == kernel.shape
