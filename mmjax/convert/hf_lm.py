@@ -271,6 +271,24 @@ def _embed_key(c: lm_lib.DecoderConfig, prefix: str) -> str:
   return f"{prefix}model.embed_tokens.weight"
 
 
+def pop_tied_head(state: dict[str, np.ndarray], cfg: Any, prefix: str = "") -> None:
+  """Removes a tied model's lm_head.weight from `state` after checking it equals the embedding
+  (HF lists the shared tensor under both names)."""
+  c = decoder_config(cfg)
+  head = head_key(prefix)
+  if c.tie_embeddings and head in state:
+    tied = state.pop(head)
+    if not np.array_equal(tied, state.get(_embed_key(c, prefix))):
+      raise ValueError(f"lm.tie_embeddings=True but {head} differs from the input embedding")
+
+
+def add_tied_head(state: dict[str, np.ndarray], cfg: Any, prefix: str = "") -> None:
+  """Adds lm_head.weight (= the embedding) to a tied model's `state`, as HF's state_dict has."""
+  c = decoder_config(cfg)
+  if c.tie_embeddings:
+    state[head_key(prefix)] = state[_embed_key(c, prefix)]
+
+
 def to_mmjax(state_dict: Mapping[str, Any], cfg: Any, scan: bool | None = None,
              prefix: str = "") -> dict[str, Any]:
   """HF causal-LM state dict (torch or numpy) -> our DecoderLM params tree (numpy, unboxed).
@@ -284,11 +302,7 @@ def to_mmjax(state_dict: Mapping[str, Any], cfg: Any, scan: bool | None = None,
       state = {f"{prefix}transformer.{k[len(prefix):]}" if k.startswith(prefix) else k: v
                for k, v in state.items()}
     state = {k: v for k, v in state.items() if not k.endswith(_GPT2_BUFFERS)}
-  head = head_key(prefix)
-  if c.tie_embeddings and head in state:
-    tied = state.pop(head)
-    if not np.array_equal(tied, state.get(_embed_key(c, prefix))):
-      raise ValueError(f"lm.tie_embeddings=True but {head} differs from the input embedding")
+  pop_tied_head(state, c, prefix)
   flat = common.apply_to_ours(rules(c, prefix), state, "HF causal-LM state dict")
   if c.scan if scan is None else scan:
     flat = common.stack_layers(flat, STACK_NAMES)
@@ -307,8 +321,8 @@ def from_mmjax(params: Mapping[str, Any], cfg: Any, scan: bool | None = None,
   if c.scan if scan is None else scan:
     flat = common.unstack_layers(flat, STACK_NAMES)
   state = common.apply_to_theirs(rules(c, prefix), flat, "mmjax LM params")
-  if c.tie_embeddings and tied_head:
-    state[head_key(prefix)] = state[_embed_key(c, prefix)]
+  if tied_head:
+    add_tied_head(state, c, prefix)
   return state
 
 
