@@ -57,6 +57,11 @@ def _attention(ours: str, theirs: str, heads: int) -> list[Rule]:
           + T.out_projection(f"{ours}/out", f"{theirs}.to_out.weight", None, heads))
 
 
+def _get(cfg: Any, key: str) -> Any:
+  """A field of a config dataclass, dict or ConfigDict."""
+  return cfg[key] if isinstance(cfg, Mapping) or hasattr(cfg, "to_dict") else getattr(cfg, key)
+
+
 def _check_activation(activation: str, where: str) -> None:
   if activation != "gelu":
     raise ValueError(f"{where}.activation={activation!r}: open_flamingo's FeedForward uses exact "
@@ -65,24 +70,24 @@ def _check_activation(activation: str, where: str) -> None:
 
 def resampler_rules(ours: str, theirs: str, cfg: Any) -> list[Rule]:
   """PerceiverResampler (keys under `theirs`, e.g. 'perceiver.') <-> our resampler (`ours`)."""
-  _check_activation(cfg["activation"], "resampler")
+  _check_activation(_get(cfg, "activation"), "resampler")
   rules = [T.copy(f"{ours}/latents", f"{theirs}latents")]
-  if cfg["max_frames"]:
+  if _get(cfg, "max_frames"):
     rules.append(T.copy(f"{ours}/time_embed", f"{theirs}frame_embs"))
-  for i in range(cfg["depth"]):
+  for i in range(_get(cfg, "depth")):
     o, t = f"{ours}/{RESAMPLER_STACK}_{i}", f"{theirs}layers.{i}"
     rules += T.layernorm(f"{o}/attn/norm_media", f"{t}.0.norm_media")
     rules += T.layernorm(f"{o}/attn/norm_latents", f"{t}.0.norm_latents")
-    rules += _attention(f"{o}/attn", f"{t}.0", cfg["num_heads"])
+    rules += _attention(f"{o}/attn", f"{t}.0", _get(cfg, "num_heads"))
     rules += _feed_forward(f"{o}/ff", f"{t}.1")
   return rules + T.layernorm(f"{ours}/norm", f"{theirs}norm")
 
 
 def gated_rules(ours: str, theirs: str, cfg: Any) -> list[Rule]:
   """GatedCrossAttentionBlock (keys under `theirs`, e.g. 'block.') <-> our gated block."""
-  _check_activation(cfg["activation"], "xattn")
+  _check_activation(_get(cfg, "activation"), "xattn")
   return (T.layernorm(f"{ours}/attn/norm", f"{theirs}attn.norm")
-          + _attention(f"{ours}/attn", f"{theirs}attn", cfg["num_heads"])
+          + _attention(f"{ours}/attn", f"{theirs}attn", _get(cfg, "num_heads"))
           + [T.copy(f"{ours}/attn_gate", f"{theirs}attn_gate"),
              T.copy(f"{ours}/ff_gate", f"{theirs}ff_gate")]
           + _feed_forward(f"{ours}/ff", f"{theirs}ff"))
@@ -250,13 +255,13 @@ def _module_from_mmjax(rules: list[Rule], params: Mapping[str, Any], scan: bool,
 
 def resampler_to_mmjax(state_dict: Mapping[str, Any], cfg: Any) -> dict[str, Any]:
   """A PerceiverResampler's own state dict -> our PerceiverResampler params (cfg: its fields)."""
-  return _module_to_mmjax(resampler_rules("m", "", cfg), state_dict, cfg["scan"],
+  return _module_to_mmjax(resampler_rules("m", "", cfg), state_dict, _get(cfg, "scan"),
                           RESAMPLER_STACK, "PerceiverResampler state dict")
 
 
 def resampler_from_mmjax(params: Mapping[str, Any], cfg: Any) -> dict[str, np.ndarray]:
   """Our PerceiverResampler params -> open_flamingo PerceiverResampler state dict."""
-  return _module_from_mmjax(resampler_rules("m", "", cfg), params, cfg["scan"], RESAMPLER_STACK,
+  return _module_from_mmjax(resampler_rules("m", "", cfg), params, _get(cfg, "scan"), RESAMPLER_STACK,
                             "mmjax resampler params")
 
 
