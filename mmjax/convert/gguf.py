@@ -201,3 +201,8 @@ def tokenizer(metadata: Mapping[str, Any], name: str = "gguf"):
 def chat_template(metadata: Mapping[str, Any]) -> str | None:
   """The Jinja chat template stored in the file (tokenizer.chat_template), if any."""
   return metadata.get("tokenizer.chat_template")
+
+
+def save_tokenizer(metadata: Mapping[str, Any], path: str) -> None:
+  """Writes the file's tokenizer as a Hugging Face tokenizer.json (tokenizers.Tokenizer.save)."""
+  tokenizer(metadata)._tok.save(path)  # pylint: disable=protected-access

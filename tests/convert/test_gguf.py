@@ -16,8 +16,10 @@ import pytest
 import transformers
 
 import test_hf_lm as H
+from mmjax.convert import common
 from mmjax.convert import gguf as G
 from mmjax.convert import hf_lm
+from mmjax.data import tokenizers as tok_lib
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -115,3 +117,92 @@ def test_rotary_row_permutation_is_undone():
     # llama.cpp interleaves the two halves of every head: row 2j is row j, row 2j+1 is H/2 + j.
     np.testing.assert_array_equal(permuted[1], w[head_dim // 2])
     np.testing.assert_array_equal(G.unpermute_rotary(permuted, heads), w)
+
+
+# ---- A tiny synthetic GGUF written the way llama.cpp's converter writes one ---------------------
+
+def tiny_vocab():
+  """Byte alphabet + two merges + a control token (ids: bytes 0-255, 'Ġt', 'he', <|im_start|>)."""
+  tokens = list(tok_lib._bytes_to_unicode().values())  # pylint: disable=protected-access
+  tokens += ["Ġt", "he", "<|im_start|>"]
+  return tokens, [1] * (len(tokens) - 1) + [G.CONTROL], ["Ġ t", "h e"]
+
+
+def write_tiny_gguf(path, ref, tied: bool):
+  """`ref` (a HF Llama) as an F32 GGUF: llama.* metadata, permuted q/k rows, tokenizer."""
+  import gguf  # pylint: disable=import-outside-toplevel
+  c = ref.config
+  tokens, types, merges = tiny_vocab()
+  w = gguf.GGUFWriter(str(path), "llama")
+  w.add_block_count(c.num_hidden_layers)
+  w.add_context_length(c.max_position_embeddings)
+  w.add_embedding_length(c.hidden_size)
+  w.add_feed_forward_length(c.intermediate_size)
+  w.add_head_count(c.num_attention_heads)
+  w.add_head_count_kv(c.num_key_value_heads)
+  w.add_rope_freq_base(c.rope_parameters["rope_theta"])
+  w.add_layer_norm_rms_eps(c.rms_norm_eps)
+  w.add_rope_dimension_count(c.head_dim)
+  w.add_vocab_size(c.vocab_size)
+  w.add_tokenizer_model("gpt2")
+  w.add_tokenizer_pre("default")
+  w.add_token_list(tokens)
+  w.add_token_types(types)
+  w.add_token_merges(merges)
+  w.add_bos_token_id(len(tokens) - 1)
+  w.add_eos_token_id(0)
+  names = {v: k for k, v in G._GLOBAL_NAMES.items()}  # pylint: disable=protected-access
+  layer_names = {v: k for k, v in G._LAYER_NAMES.items()}  # pylint: disable=protected-access
+  for key, value in common.state_dict_to_numpy(ref.state_dict()).items():
+    if key == "lm_head.weight" and tied:
+      continue
+    if key.startswith("model.layers."):
+      _, _, i, rest = key.split(".", 3)
+      name = f"blk.{i}.{layer_names[rest]}"
+      if rest.startswith("self_attn.q_proj"):
+        value = G.permute_rotary(value, c.num_attention_heads)
+      elif rest.startswith("self_attn.k_proj"):
+        value = G.permute_rotary(value, c.num_key_value_heads)
+    else:
+      name = names[key]
+    w.add_tensor(name, np.ascontiguousarray(value, np.float32))
+  w.write_header_to_file()
+  w.write_kv_data_to_file()
+  w.write_tensors_to_file()
+  w.close()
+
+
+def tiny_reference(tied: bool):
+  import torch  # pylint: disable=import-outside-toplevel
+  import reference_models as R  # pylint: disable=import-outside-toplevel
+  torch.manual_seed(0)
+  config = H.llama_config(tied, False)
+  config.vocab_size = len(tiny_vocab()[0])
+  config._attn_implementation = "eager"  # pylint: disable=protected-access
+  model = transformers.LlamaForCausalLM(config)
+  R.randomise(model)
+  if tied:
+    model.tie_weights()
+  return model.eval()
+
+
+@pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
+def test_synthetic_gguf_matches_its_hf_source(tmp_path, tied):
+  ref = tiny_reference(tied)
+  write_tiny_gguf(tmp_path / "tiny.gguf", ref, tied)
+  fields, params = G.to_mmjax(str(tmp_path / "tiny.gguf"))
+  assert {k: v for k, v in fields.items() if k != "scan"} == dict(
+      hf_lm.lm_fields(ref.config.to_dict()), norm_eps=fields["norm_eps"])
+  mine = hf_lm.to_mmjax(ref.state_dict(), fields)
+  for key, value in common.flatten(mine).items():  # F32 file: exactly the HF weights
+    np.testing.assert_array_equal(common.flatten(params)[key], value, err_msg=key)
+  tokens = np.random.default_rng(0).integers(0, ref.config.vocab_size, (2, 10))
+  err = H.rel_err(H.family(fields).module.apply({"params": params}, tokens.astype(np.int32)),
+                  H.ref_logits(ref, tokens))
+  assert err < H.TOL, err
+  metadata, _ = G.read_gguf(str(tmp_path / "tiny.gguf"))
+  tok = G.tokenizer(metadata)
+  ids = tok.encode("<|im_start|>the t")
+  # "the" -> t + he (merge "h e"), " t" -> Ġt (merge "Ġ t"); printable bytes start at "!" = 0.
+  assert ids == [258, ord("t") - ord("!"), 257, 256], ids
+  assert tok.decode(ids) == "<|im_start|>the t"
