@@ -16,10 +16,11 @@ A Flamingo checkpoint (open_flamingo's `Flamingo.state_dict()`): `vision_encoder
 VisionTransformer; mapped by mmjax.convert.open_clip), `perceiver.*`, and `lang_encoder.*`, the HF
 decoder (Llama `model.layers`, GPT-2 `transformer.h`; mapped by hf_lm) whose layer i is wrapped
 as `<layers>.i.decoder_layer.*` with `<layers>.i.gated_cross_attn_layer.*` when a gated block
-precedes it. torch also lists the same tensors under the aliases `lang_encoder.old_decoder_blocks.i.*`
-and `lang_encoder.gated_cross_attn_layers.i.*`: on import they must equal the canonical keys, on
-export they are written too (so `load_state_dict(strict=True)` takes the result). The new tokens
-(<image>, <|endofchunk|>, <PAD>) are the last rows of the resized embedding (lm.num_new_tokens).
+precedes it. torch also lists the same tensors under the aliases
+`lang_encoder.old_decoder_blocks.i.*` and `lang_encoder.gated_cross_attn_layers.i.*`: on import
+they must equal the canonical keys, on export they are written too (so
+`load_state_dict(strict=True)` takes the result). The new tokens (<image>, <|endofchunk|>,
+<PAD>) are the last rows of the resized embedding (lm.num_new_tokens).
 """
 
 from __future__ import annotations
@@ -261,8 +262,8 @@ def resampler_to_mmjax(state_dict: Mapping[str, Any], cfg: Any) -> dict[str, Any
 
 def resampler_from_mmjax(params: Mapping[str, Any], cfg: Any) -> dict[str, np.ndarray]:
   """Our PerceiverResampler params -> open_flamingo PerceiverResampler state dict."""
-  return _module_from_mmjax(resampler_rules("m", "", cfg), params, _get(cfg, "scan"), RESAMPLER_STACK,
-                            "mmjax resampler params")
+  return _module_from_mmjax(resampler_rules("m", "", cfg), params, _get(cfg, "scan"),
+                            RESAMPLER_STACK, "mmjax resampler params")
 
 
 def gated_to_mmjax(state_dict: Mapping[str, Any], cfg: Any) -> dict[str, Any]:

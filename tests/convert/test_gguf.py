@@ -28,7 +28,8 @@ SENTENCES = ["The quick brown fox jumps over the lazy dog.",
              "zero.",
              "In 1969, Apollo 11 landed on the Moon and returned 21.5 kg of samples."]
 TOKENIZER_TEXTS = SENTENCES + [
-    "", " leading space", "double  spaces\tand tabs\nnew\n\nlines", "Ünïcödé naïve café 東京 🚀",
+    "", " leading space", "double  spaces\tand tabs\nnew\n\nlines",
+    "Ünïcödé naïve café 東京 🚀",
     "def f(x):\n    return x ** 2  # 12345678", "<|im_start|>user\nHi!<|im_end|>\n",
     "<|endoftext|>text after special", "it's they're we'll I'd", "3.14159 and 1,000,000"]
 

@@ -141,7 +141,8 @@ def flamingo_config():
 def reference_flamingo(seed=0):
   import open_clip  # pylint: disable=import-outside-toplevel
   from open_flamingo.src.flamingo import Flamingo  # pylint: disable=import-outside-toplevel
-  from open_flamingo.src.flamingo_lm import FlamingoLMMixin  # pylint: disable=import-outside-toplevel
+  # pylint: disable-next=import-outside-toplevel
+  from open_flamingo.src.flamingo_lm import FlamingoLMMixin
   from open_flamingo.src.utils import extend_instance  # pylint: disable=import-outside-toplevel
   torch.manual_seed(seed)
   clip = open_clip.CLIP(embed_dim=16, vision_cfg=dict(image_size=16, patch_size=8, width=32,
