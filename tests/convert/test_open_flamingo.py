@@ -10,6 +10,7 @@ mode is compared on the tokens after the first image and the difference is asser
 
 import importlib.util
 import os
+import types
 
 import jax
 import jax.numpy as jnp
@@ -121,7 +122,7 @@ def test_gated_cross_attention_parity(immediate):
 VOCAB = 40  # + <image>, <|endofchunk|>, <PAD> appended by resize, as open_flamingo's factory
 
 
-def flamingo_config():
+def flamingo_config(lm="llama"):
   """Our config.model matching `reference_flamingo` (open_flamingo's fixed resampler/xattn
   sizes: 6 layers, 8 heads x 64, 64 latents, FFW x4, GELU; no frame embeddings)."""
   from mmjax import config_lib  # pylint: disable=import-outside-toplevel
@@ -133,12 +134,16 @@ def flamingo_config():
   model.lm.update(vocab_size=VOCAB, width=32, depth=3, num_heads=4, num_kv_heads=2, head_dim=8,
                   mlp_dim=48, norm_eps=1e-6, tie_embeddings=False, num_new_tokens=3,
                   max_len=64)
+  if lm == "gpt2":
+    model.lm.update(num_kv_heads=4, activation="gelu_tanh", norm="layernorm", norm_eps=1e-5,
+                    positions="learned", tie_embeddings=True, qkv_bias=True, out_bias=True,
+                    mlp_bias=True)
   model.xattn.update(num_heads=8, head_dim=64, ff_mult=4, activation="gelu",
                      cross_attn_every_n=2)
   return model
 
 
-def reference_flamingo(seed=0):
+def reference_flamingo(seed=0, lm="llama"):
   import open_clip  # pylint: disable=import-outside-toplevel
   from open_flamingo.src.flamingo import Flamingo  # pylint: disable=import-outside-toplevel
   # pylint: disable-next=import-outside-toplevel
@@ -150,24 +155,46 @@ def reference_flamingo(seed=0):
                         text_cfg=dict(context_length=8, vocab_size=20, width=16, heads=2,
                                       layers=1))
   clip.visual.output_tokens = True
-  config = transformers.LlamaConfig(
-      vocab_size=VOCAB + 3, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
-      num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=64,
-      tie_word_embeddings=False, bos_token_id=0, eos_token_id=1, pad_token_id=None)
+  if lm == "gpt2":
+    config = transformers.GPT2Config(vocab_size=VOCAB + 3, n_embd=32, n_layer=3, n_head=4,
+                                     n_inner=48, n_positions=64, bos_token_id=0, eos_token_id=1)
+  else:
+    config = transformers.LlamaConfig(
+        vocab_size=VOCAB + 3, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=64,
+        tie_word_embeddings=False, bos_token_id=0, eos_token_id=1, pad_token_id=None)
   config._attn_implementation = "eager"  # pylint: disable=protected-access
-  lang = transformers.LlamaForCausalLM(config)
+  lang = transformers.AutoModelForCausalLM.from_config(config)
   extend_instance(lang, FlamingoLMMixin)
-  lang.set_decoder_layers_attr_name("model.layers")
+  lang.set_decoder_layers_attr_name("transformer.h" if lm == "gpt2" else "model.layers")
   model = Flamingo(clip, lang, eoc_token_id=VOCAB + 1, media_token_id=VOCAB, vis_dim=32,
                    cross_attn_every_n_layers=2)
   R.randomise(model)
+  if lm == "gpt2":
+    lang.tie_weights()
+    # transformers 5's GPT2Model passes its blocks positional arguments that open_flamingo's
+    # FlamingoLayer.forward(lang_x, attention_mask=None, **kw) does not accept: the same forward,
+    # passing them through (the gated block and the decoder layer are unchanged).
+    for layer in lang._get_decoder_layers():  # pylint: disable=protected-access
+      layer.forward = types.MethodType(_flamingo_layer_forward, layer)
   return model.eval()
 
 
-def test_flamingo_layout_round_trip_is_bit_exact():
-  model = flamingo_config()
+def _flamingo_layer_forward(self, lang_x, *args, **kwargs):
+  if self.gated_cross_attn_layer is not None:
+    lang_x = self.gated_cross_attn_layer(lang_x, self.vis_x, media_locations=self.media_locations,
+                                         use_cached_media=self.use_cached_media)
+  return self.decoder_layer(lang_x, *args, **kwargs)
+
+
+LMS = pytest.mark.parametrize("lm", ["llama", "gpt2"])
+
+
+@LMS
+def test_flamingo_layout_round_trip_is_bit_exact(lm):
+  model = flamingo_config(lm)
   fam = family_lib.build(model)
-  ref = reference_flamingo()
+  ref = reference_flamingo(lm=lm)
   theirs = common.state_dict_to_numpy(ref.state_dict())
   assert any(k.startswith("lang_encoder.old_decoder_blocks.") for k in theirs)
   params = of.to_mmjax(ref.state_dict(), model)
@@ -193,10 +220,11 @@ def test_flamingo_layout_round_trip_is_bit_exact():
     np.testing.assert_array_equal(again[key], value, err_msg=key)
 
 
-def test_flamingo_logits_match_open_flamingo():
-  model = flamingo_config()
+@LMS
+def test_flamingo_logits_match_open_flamingo(lm):
+  model = flamingo_config(lm)
   fam = family_lib.build(model)
-  ref = reference_flamingo()
+  ref = reference_flamingo(lm=lm)
   params = of.to_mmjax(ref.state_dict(), model)
   rng = np.random.default_rng(0)
   images = rng.standard_normal((2, 2, 1, 16, 16, 3)).astype(np.float32)  # B, M, T, H, W, C
@@ -209,6 +237,6 @@ def test_flamingo_logits_match_open_flamingo():
            "tokens": tokens.astype(np.int32), "media_locations": tokens == VOCAB}
   ours = np.asarray(fam.predict_logits(params, batch))
   err = rel_err(ours, theirs)
-  print(f"open_flamingo Flamingo (ViT + resampler + Llama with gated xattn) logits parity: "
+  print(f"open_flamingo Flamingo (ViT + resampler + {lm} with gated xattn) logits parity: "
         f"{err:.2e}")
   assert err < TOL
