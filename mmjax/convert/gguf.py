@@ -3,6 +3,7 @@
     metadata, tensors = read_gguf(path)          # dequantised float32 numpy, HF [out, in] layout
     fields, params = to_mmjax(path)              # our lm fields + DecoderLM params
     tok = tokenizer(metadata)                    # mmjax.data.tokenizers.HFTokenizer
+    fields, params, tok = load(path)             # all three from one read
 
 Weights are dequantised with `gguf.quants.dequantize` (Q4_1, Q8_0, F16, ... -> float32), renamed
 to Hugging Face Llama keys and converted by `hf_lm` (strict one-to-one key checks on both steps).
@@ -142,9 +143,16 @@ def hf_state_dict(tensors: Mapping[str, np.ndarray], fields: Mapping[str, Any]
 
 def to_mmjax(path: str, scan: bool = True) -> tuple[dict, dict[str, Any]]:
   """(our lm fields incl. `scan`, DecoderLM params in float32) from a GGUF file."""
+  fields, params, _ = load(path, scan, with_tokenizer=False)
+  return fields, params
+
+
+def load(path: str, scan: bool = True, with_tokenizer: bool = True) -> tuple[dict, dict, Any]:
+  """(lm fields, params, tokenizer or None) from one read of a GGUF file."""
   metadata, tensors = read_gguf(path)
   fields = dict(lm_fields(metadata, tensors.keys()), scan=scan)
-  return fields, hf_lm.to_mmjax(hf_state_dict(tensors, fields), fields)
+  params = hf_lm.to_mmjax(hf_state_dict(tensors, fields), fields)
+  return fields, params, tokenizer(metadata) if with_tokenizer else None
 
 
 # ---- Tokenizer ---------------------------------------------------------------------------------

@@ -80,6 +80,13 @@ def test_smollm2_tokenizer_ids_equal_transformers(smollm2):
     assert ids == ref_tok(text, add_special_tokens=False)["input_ids"], text
     assert tok.decode(ids) == ref_tok.decode(ids), text
   print(f"SmolLM2 tokenizer: {len(TOKENIZER_TEXTS) + 1} texts, ids identical to transformers")
+  # Flamingo's media tokens go after the 49152 pretrained ids (a copy: the fixture is shared).
+  flamingo_tok = G.tokenizer(smollm2["metadata"])
+  image, chunk = tok_lib.with_media_tokens(flamingo_tok).add_special_tokens(
+      [tok_lib.IMAGE_TOKEN, tok_lib.END_OF_CHUNK_TOKEN])
+  assert (image, chunk, flamingo_tok.vocab_size) == (49152, 49153, 49154)
+  assert flamingo_tok.encode("<image>A cat.<|endofchunk|>") == [image] + tok.encode("A cat.") + [
+      chunk]
 
 
 def test_smollm2_logits_and_greedy_chat_match_transformers(smollm2):
