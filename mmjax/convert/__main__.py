@@ -114,12 +114,13 @@ def _need_config(args: argparse.Namespace) -> str:
   return args.config
 
 
-def lm_model_config(args: argparse.Namespace, overrides: list[str]) -> Any:
-  """Our DecoderLM fields from --config (a `lm` family config, or a Flamingo's `model.lm`)."""
+def lm_model_config(args: argparse.Namespace, overrides: list[str]) -> dict:
+  """Our DecoderLM fields from --config, which must be an `lm` family config."""
   model = config_lib.load_config(_need_config(args), overrides).model
-  fields = dict(model.lm if "lm" in model else model)
-  fields.pop("family", None)
-  return fields
+  if model.get("family") != "lm":
+    raise ValueError(f"mmjax -> hf_lm needs an 'lm' family config (configs/lm.py:<preset>), "
+                     f"got family {model.get('family')!r}")
+  return {k: v for k, v in model.items() if k != "family"}
 
 
 def convert(args: argparse.Namespace, overrides: list[str]) -> None:
@@ -144,8 +145,8 @@ def convert(args: argparse.Namespace, overrides: list[str]) -> None:
     fields, params = hf_lm.load_pretrained(args.input, args.num_new_tokens)
     _writer(args.output)(params, args.output, dict(meta, model=json.dumps(fields)))
   elif args.source == "mmjax" and args.target == "hf_lm":
-    hf_lm.save_pretrained(read_params(args.input), lm_model_config(args, overrides),
-                          args.output)
+    fields = lm_model_config(args, overrides)
+    hf_lm.save_pretrained(read_params(args.input), fields, args.output)
   elif args.source == "gguf" and args.target == "mmjax":
     metadata, tensors = gguf.read_gguf(args.input)
     fields = dict(gguf.lm_fields(metadata, tensors.keys()), scan=True)
