@@ -8,6 +8,17 @@
         --input params.safetensors --output open_clip_model.safetensors
     # Hugging Face BertModel (config.json next to the weights) <-> our Bert
     python -m mmjax.convert hf_bert mmjax --input DIR/model.safetensors --output bert.npz
+    # Hugging Face GPT-2 / Llama directory (config.json + *.safetensors) <-> our DecoderLM; the
+    # export is a directory that transformers.AutoModelForCausalLM.from_pretrained loads
+    python -m mmjax.convert hf_lm mmjax --input HF_DIR --output lm.safetensors
+    python -m mmjax.convert mmjax hf_lm --config configs/lm.py:smollm2_135m \
+        --input lm.safetensors --output HF_DIR
+    # llama.cpp GGUF (Llama family) -> our DecoderLM (+ its tokenizer as tokenizer.json)
+    python -m mmjax.convert gguf mmjax --input SmolLM2-135M-Instruct.Q4_1.gguf \
+        --output lm.safetensors --tokenizer_output tokenizer.json
+    # open_flamingo Flamingo state dict <-> our Flamingo (--no_vision: no vision_encoder.*)
+    python -m mmjax.convert open_flamingo mmjax --config configs/flamingo.py:tiny \
+        --input checkpoint.pt --output flamingo.safetensors
 
 The model comes from `--config configs/<family>.py:<preset> [--config.x=y ...]` or, for
 open_clip, `--open_clip_config NAME|FILE.json` (open_clip's model-config dict). Our params are
@@ -27,11 +38,14 @@ import numpy as np
 
 from mmjax import config_lib
 from mmjax.convert import common
+from mmjax.convert import gguf
 from mmjax.convert import hf_bert
+from mmjax.convert import hf_lm
 from mmjax.convert import open_clip as oc
 from mmjax.convert import open_clip_config
+from mmjax.convert import open_flamingo
 
-FORMATS = ("open_clip", "hf_bert", "mmjax")
+FORMATS = ("open_clip", "hf_bert", "hf_lm", "gguf", "open_flamingo", "mmjax")
 
 
 def write_safetensors(params: Mapping[str, Any], path: str, meta: Mapping[str, str]) -> None:
@@ -94,6 +108,21 @@ def bert_fields(args: argparse.Namespace) -> dict:
     return hf_bert.bert_fields(json.load(f), pooler=not args.no_pooler)
 
 
+def _need_config(args: argparse.Namespace) -> str:
+  if not args.config:
+    raise ValueError(f"{args.source} -> {args.target} needs --config configs/<family>.py:<preset>")
+  return args.config
+
+
+def lm_model_config(args: argparse.Namespace, overrides: list[str]) -> dict:
+  """Our DecoderLM fields from --config, which must be an `lm` family config."""
+  model = config_lib.load_config(_need_config(args), overrides).model
+  if model.get("family") != "lm":
+    raise ValueError(f"mmjax -> hf_lm needs an 'lm' family config (configs/lm.py:<preset>), "
+                     f"got family {model.get('family')!r}")
+  return {k: v for k, v in model.items() if k != "family"}
+
+
 def convert(args: argparse.Namespace, overrides: list[str]) -> None:
   """Runs one conversion described by the parsed arguments."""
   meta = {"source": args.source, "input": os.path.basename(args.input)}
@@ -112,9 +141,31 @@ def convert(args: argparse.Namespace, overrides: list[str]) -> None:
     fields = bert_fields(args)
     common.save_safetensors(hf_bert.from_mmjax(read_params(args.input), fields,
                                                prefix=args.prefix), args.output)
+  elif args.source == "hf_lm" and args.target == "mmjax":
+    fields, params = hf_lm.load_pretrained(args.input, args.num_new_tokens)
+    _writer(args.output)(params, args.output, dict(meta, model=json.dumps(fields)))
+  elif args.source == "mmjax" and args.target == "hf_lm":
+    fields = lm_model_config(args, overrides)
+    hf_lm.save_pretrained(read_params(args.input), fields, args.output)
+  elif args.source == "gguf" and args.target == "mmjax":
+    metadata, tensors = gguf.read_gguf(args.input)
+    fields = dict(gguf.lm_fields(metadata, tensors.keys()), scan=True)
+    params = hf_lm.to_mmjax(gguf.hf_state_dict(tensors, fields), fields)
+    _writer(args.output)(params, args.output, dict(meta, model=json.dumps(fields)))
+    if args.tokenizer_output:
+      gguf.save_tokenizer(metadata, args.tokenizer_output)
+  elif args.source == "open_flamingo" and args.target == "mmjax":
+    model = config_lib.load_config(_need_config(args), overrides).model
+    params = open_flamingo.to_mmjax(common.load_state_dict(args.input), model,
+                                    vision=not args.no_vision)
+    _writer(args.output)(params, args.output, dict(meta, model=model.to_json()))
+  elif args.source == "mmjax" and args.target == "open_flamingo":
+    model = config_lib.load_config(_need_config(args), overrides).model
+    common.save_safetensors(open_flamingo.from_mmjax(read_params(args.input), model,
+                                                     vision=not args.no_vision), args.output)
   else:
     raise ValueError(f"no conversion from {args.source!r} to {args.target!r}; supported: "
-                     "open_clip <-> mmjax, hf_bert <-> mmjax")
+                     "open_clip, hf_bert, hf_lm, open_flamingo <-> mmjax; gguf -> mmjax")
   print(f"wrote {args.output}")
 
 
@@ -129,6 +180,11 @@ def main(argv=None) -> int:
   parser.add_argument("--hf_config", help="BertConfig config.json (default: beside --input)")
   parser.add_argument("--prefix", default="", help="BERT key prefix, e.g. 'bert.'")
   parser.add_argument("--no_pooler", action="store_true", help="BERT without the pooler")
+  parser.add_argument("--num_new_tokens", type=int, default=0,
+                      help="hf_lm: the last N vocabulary rows are new tokens (Flamingo's)")
+  parser.add_argument("--tokenizer_output", help="gguf: also write its tokenizer.json here")
+  parser.add_argument("--no_vision", action="store_true",
+                      help="open_flamingo: the checkpoint has no vision_encoder.*")
   args, rest = parser.parse_known_args(argv)
   convert(args, [r.removeprefix("--") for r in rest])
   return 0

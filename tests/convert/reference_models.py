@@ -74,7 +74,7 @@ def build(kind: str, config: dict, seed: int = 0) -> torch.nn.Module:
 
 
 def randomise(model: torch.nn.Module, std: float = 0.2) -> None:
-  """Every parameter ~ N(0, std), LayerNorm scales ~ N(1, std) (keeps activations O(1))."""
+  """Every parameter ~ N(0, std), LayerNorm / RMSNorm scales ~ N(1, std) (activations O(1))."""
   with torch.no_grad():
     for name, p in model.named_parameters():
       p.normal_(0.0, std)
@@ -84,7 +84,10 @@ def randomise(model: torch.nn.Module, std: float = 0.2) -> None:
 
 def _is_norm_weight(model: torch.nn.Module, name: str) -> bool:
   module_name, _, leaf = name.rpartition(".")
-  return leaf == "weight" and isinstance(model.get_submodule(module_name), torch.nn.LayerNorm)
+  module = model.get_submodule(module_name)
+  # transformers' LlamaRMSNorm & co. are not torch.nn.RMSNorm subclasses: match by class name.
+  return leaf == "weight" and (isinstance(module, (torch.nn.LayerNorm, torch.nn.RMSNorm))
+                               or type(module).__name__.endswith("RMSNorm"))
 
 
 def tokens(batch: int, length: int, seed: int = 0) -> np.ndarray:
