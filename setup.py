@@ -24,7 +24,9 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS_REQUIRE = {
-    # Reference implementations for parity tests. torch 2.14.1 / torchvision 0.29.1 are the pair
+    # Reference implementations for parity tests. open-flamingo itself is installed with
+    # `pip install --no-deps open-flamingo==2.0.1` (README's test command): its declared
+    # dependencies pin old torch/transformers releases. torch 2.14.1 / torchvision 0.29.1 are the pair
     # that import together here (see DESIGN.md); open_clip 3.3.0 is the version our counts match.
     "test": [
         "pytest>=8.0",
@@ -33,6 +35,10 @@ EXTRAS_REQUIRE = {
         "open_clip_torch==3.3.0",
         "timm>=1.0",
         "transformers>=4.50",
+        "gguf>=0.19.0",  # reads llama.cpp checkpoints (the SmolLM2 parity test)
+        "accelerate>=1.15.0",  # transformers' gguf_file loading needs it
+        "einops>=0.8",  # open_flamingo's helpers.py (installed with --no-deps, see README)
+        "einops-exts>=0.0.4",
     ],
 }
 

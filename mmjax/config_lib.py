@@ -48,7 +48,7 @@ def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
   config.lock()
   for item in overrides:
     key, _, value = item.partition("=")
-    set_by_path(config, key.removeprefix("config.").removeprefix("--config."), parse_value(value))
+    set_by_path(config, key.removeprefix("--").removeprefix("config."), value)
   return config
 
 
@@ -67,7 +67,11 @@ def parse_value(text: str) -> Any:
 
 
 def set_by_path(config: ml_collections.ConfigDict, dotted: str, value: Any) -> None:
-  """Sets `config.a.b.c = value`, failing with the full key name when it does not exist."""
+  """Sets `config.a.b.c = value`, failing with the full key name when it does not exist.
+
+  A string `value` from the command line is parsed as a Python literal unless the field holds
+  a string (so `--config.model.remat=none` stays the string 'none').
+  """
   parts = dotted.split(".")
   node = config
   for i, part in enumerate(parts[:-1]):
@@ -78,6 +82,8 @@ def set_by_path(config: ml_collections.ConfigDict, dotted: str, value: Any) -> N
     known = ", ".join(sorted(node.keys()))
     raise KeyError(f"unknown config key {dotted!r}; keys at this level: {known}")
   current = node[parts[-1]]
+  if isinstance(value, str) and not isinstance(current, str):
+    value = parse_value(value)
   if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
     value = float(value)
   try:
