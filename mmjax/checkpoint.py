@@ -9,14 +9,23 @@ Every entry point (train, evaluate, convert, the reliability tools) reads this o
                               /data_iter   the grain iterator state (JSON)
 
 Saving is asynchronous; orbax writes each step to a temporary directory and renames it when it
-is complete, so a step directory that exists was written whole. Restoring walks back from the
-newest step to the last one that loads, with a warning naming each one it skips.
+is complete, so a step directory that exists was written whole, and a `kill -9` during a save
+leaves only a temporary directory (removed at the next start) next to the previous steps. Old
+steps are deleted only after a newer one is finalised.
+
+Restoring walks back from the newest step to the last one that loads, with a warning naming each
+one it skips; the skipped (corrupt) steps are then moved to `<workdir>/checkpoints_corrupt/` so
+the run can write those steps again, and kept there for inspection. A checkpoint whose parameter
+tree differs from the model's is not corrupt but another model's: that raises
+`CheckpointMismatchError` naming the parameter, and nothing is moved.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
+import time
 from typing import Any, Optional
 
 import jax
@@ -30,9 +39,21 @@ SUBDIR = "checkpoints"
 log = logging.getLogger(__name__)
 
 
+class CheckpointMismatchError(ValueError):
+  """The checkpoint belongs to another model (its parameter tree or shapes differ)."""
+
+
+class NoRestorableCheckpointError(RuntimeError):
+  """Checkpoints exist but none of them loads (training from scratch would overwrite them)."""
+
+
 def checkpoint_dir(workdir: str) -> str:
   """Where a run's checkpoints live."""
   return os.path.join(os.path.abspath(workdir), SUBDIR)
+
+
+def _path_name(path: tuple) -> str:
+  return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
 
 
 def _empty(tree: Any) -> bool:
@@ -54,7 +75,9 @@ class Checkpointer:
     self.directory = directory
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep_last, keep_period=keep_every or None, create=True,
-        enable_async_checkpointing=async_save)
+        enable_async_checkpointing=async_save,
+        # Temporary directories of saves cut short (kill -9) are removed at start-up.
+        cleanup_tmp_directories=True)
     self.manager = ocp.CheckpointManager(directory, options=options, item_names=ITEMS)
 
   def latest_step(self) -> Optional[int]:
@@ -86,18 +109,81 @@ class Checkpointer:
     """Restores `step` (default: the newest that loads) onto the given abstract shardings.
 
     `abstract_*` are trees of `jax.ShapeDtypeStruct` with `.sharding` set (the target mesh may
-    differ from the one that saved). Returns a dict keyed by ITEMS, or None if nothing loads.
+    differ from the one that saved). Returns a dict keyed by ITEMS, or None if there is no
+    checkpoint. Raises `CheckpointMismatchError` if a checkpoint holds another model's
+    parameters and `NoRestorableCheckpointError` if checkpoints exist but none loads.
     """
-    steps = [step] if step is not None else list(reversed(self.all_steps()))
+    if step is not None:
+      self.check_params_match(step, abstract_params)
+      return self._restore_step(step, abstract_params, abstract_opt_state)
+    steps = list(reversed(self.all_steps()))
+    corrupt = []
     for s in steps:
       try:
-        return self._restore_step(s, abstract_params, abstract_opt_state)
+        self.check_params_match(s, abstract_params)
+        restored = self._restore_step(s, abstract_params, abstract_opt_state)
+      except CheckpointMismatchError:
+        raise
       except Exception as e:  # pylint: disable=broad-except
-        if step is not None:
-          raise
+        # Anything else that stops a step from loading (truncated or missing files, bad JSON)
+        # is damage to that step: fall back to the previous one.
         log.warning("checkpoint step %d in %s does not restore (%s: %s); falling back to the "
-                    "previous one", s, self.directory, type(e).__name__, e)
+                    "previous one", s, self.directory, type(e).__name__, str(e)[:500])
+        corrupt.append(s)
+        continue
+      if corrupt:
+        self._set_aside(corrupt)
+      return restored
+    if steps:
+      raise NoRestorableCheckpointError(
+          f"none of the checkpoint steps {sorted(steps)} in {self.directory} restores (see the "
+          "warnings above); refusing to start from scratch over them. Move the directory away "
+          "to start a new run.")
     return None
+
+  def check_params_match(self, step: int, abstract_params: Any) -> None:
+    """Raises `CheckpointMismatchError` naming the first parameter whose path, shape or dtype
+    differs between checkpoint `step` and `abstract_params` (a tree of shapes)."""
+    metadata = ocp.PyTreeCheckpointer().metadata(self._step_path(step, PARAMS))
+    metadata = getattr(metadata, "item_metadata", metadata)
+    metadata = getattr(metadata, "tree", metadata)
+    saved = {_path_name(p): (tuple(m.shape), np.dtype(m.dtype))
+             for p, m in jax.tree_util.tree_leaves_with_path(metadata)}
+    wanted = {_path_name(p): (tuple(x.shape), np.dtype(x.dtype))
+              for p, x in jax.tree_util.tree_leaves_with_path(abstract_params)}
+    where = f"checkpoint step {step} in {self.directory}"
+    for name in sorted(set(saved) | set(wanted)):
+      if name not in wanted:
+        raise CheckpointMismatchError(
+            f"{where} belongs to another model: it has parameter {name!r} {saved[name][0]} "
+            "that this model does not have. Use a new --workdir for a different model.")
+      if name not in saved:
+        raise CheckpointMismatchError(
+            f"{where} belongs to another model: this model's parameter {name!r} "
+            f"{wanted[name][0]} is not in it. Use a new --workdir for a different model.")
+      if saved[name] != wanted[name]:
+        raise CheckpointMismatchError(
+            f"{where} belongs to another model: parameter {name!r} is "
+            f"{saved[name][0]} {saved[name][1]} there but {wanted[name][0]} {wanted[name][1]} "
+            "in this model. Use a new --workdir for a different model.")
+
+  def _step_path(self, step: int, item: str) -> str:
+    return os.path.join(self.directory, str(step), item)
+
+  def _set_aside(self, steps: list[int]) -> None:
+    """Moves corrupt steps to `<parent>/checkpoints_corrupt/<step>-<time>` (process 0 only)."""
+    if jax.process_index() == 0:
+      target_root = os.path.join(os.path.dirname(self.directory.rstrip("/")),
+                                 SUBDIR + "_corrupt")
+      os.makedirs(target_root, exist_ok=True)
+      for s in steps:
+        target = os.path.join(target_root, f"{s}-{time.strftime('%Y%m%d-%H%M%S')}")
+        shutil.move(os.path.join(self.directory, str(s)), target)
+        log.warning("moved corrupt checkpoint step %d to %s", s, target)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+      multihost_utils.sync_global_devices("mmjax_checkpoint_set_aside")
+    self.manager.reload()
 
   def _restore_step(self, step: int, abstract_params: Any, abstract_opt_state: Any) -> dict:
     args = ocp.args.Composite(**{
