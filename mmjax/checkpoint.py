@@ -95,7 +95,9 @@ class Checkpointer:
         PARAMS: ocp.args.StandardSave(params),
         OPT_STATE: ocp.args.StandardSave(opt_state if not _empty(opt_state) else {}),
         STEP: ocp.args.JsonSave({"step": int(step)}),
-        RNG: ocp.args.StandardSave({"key_data": jax.random.key_data(rng)}),
+        # As numpy: the key lives on one local device, which orbax cannot save from several
+        # processes (every process holds the same key; process 0 writes it).
+        RNG: ocp.args.StandardSave({"key_data": np.asarray(jax.random.key_data(rng))}),
         DATA_ITER: ocp.args.JsonSave(data_iter or {}),
     })
     return self.manager.save(int(step), args=args, force=force)
