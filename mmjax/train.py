@@ -310,8 +310,6 @@ def train_and_evaluate(config: Any, workdir: str, devices: Optional[list] = None
     raise ValueError(f"config on_nonfinite must be 'halt' or 'skip', got {config.on_nonfinite!r}")
   check_text_length(config)
   check_workdir_model(config, workdir)  # before write_run_record overwrites config.json
-  if is_chief:
-    write_run_record(config, workdir, mesh)
   log.info("mesh %s, rules %s, workdir %s", P.mesh_summary(mesh), rules, workdir)
 
   # ---- Input ----
@@ -370,6 +368,9 @@ def train_and_evaluate(config: Any, workdir: str, devices: Optional[list] = None
     print(f"resumed from checkpoint step {start_step}", flush=True)
   elif config.init_from:
     params = apply_init_from(params, config.init_from, param_shardings)
+  # Recorded only now that the workdir's checkpoints are known to be this model's.
+  if is_chief:
+    write_run_record(config, workdir, mesh)
 
   # ---- Step function (sharded, donated) ----
   step_fn = make_train_step(family, tx, trainable, config)
