@@ -146,11 +146,8 @@ class Checkpointer:
   def check_params_match(self, step: int, abstract_params: Any) -> None:
     """Raises `CheckpointMismatchError` naming the first parameter whose path, shape or dtype
     differs between checkpoint `step` and `abstract_params` (a tree of shapes)."""
-    metadata = ocp.PyTreeCheckpointer().metadata(self._step_path(step, PARAMS))
-    metadata = getattr(metadata, "item_metadata", metadata)
-    metadata = getattr(metadata, "tree", metadata)
     saved = {_path_name(p): (tuple(m.shape), np.dtype(m.dtype))
-             for p, m in jax.tree_util.tree_leaves_with_path(metadata)}
+             for p, m in jax.tree_util.tree_leaves_with_path(self._params_metadata(step))}
     wanted = {_path_name(p): (tuple(x.shape), np.dtype(x.dtype))
               for p, x in jax.tree_util.tree_leaves_with_path(abstract_params)}
     where = f"checkpoint step {step} in {self.directory}"
@@ -168,6 +165,12 @@ class Checkpointer:
             f"{where} belongs to another model: parameter {name!r} is "
             f"{saved[name][0]} {saved[name][1]} there but {wanted[name][0]} {wanted[name][1]} "
             "in this model. Use a new --workdir for a different model.")
+
+  def _params_metadata(self, step: int) -> Any:
+    """The saved parameter tree with an ArrayMetadata (shape, dtype) per leaf."""
+    metadata = ocp.PyTreeCheckpointer().metadata(self._step_path(step, PARAMS))
+    metadata = getattr(metadata, "item_metadata", metadata)
+    return getattr(metadata, "tree", metadata)
 
   def _step_path(self, step: int, item: str) -> str:
     return os.path.join(self.directory, str(step), item)
@@ -211,6 +214,13 @@ class Checkpointer:
     step = self.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
+    if abstract_params is None:
+      # Onto one local device, whatever mesh or process count saved it (the saved sharding
+      # may name devices this process does not have).
+      device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+      abstract_params = jax.tree_util.tree_map(
+          lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=device),
+          self._params_metadata(step))
     args = ocp.args.Composite(**{PARAMS: ocp.args.StandardRestore(abstract_params)})
     return self.manager.restore(step, args=args)[PARAMS]
 
