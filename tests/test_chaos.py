@@ -3,10 +3,12 @@
 SIGTERM exits with train.EXIT_PREEMPTED after checkpointing its step."""
 
 import importlib.util
+import pathlib
 import signal
 
 from mmjax import train
-from conftest import REPO_ROOT  # pylint: disable=wrong-import-order
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _chaos_module():

@@ -1,6 +1,7 @@
 """Two processes on 127.0.0.1 (4 CPU devices each) train like one process with 8 devices, share
 one checkpoint directory, resume, and exit with an error in bounded time when the other dies."""
 
+import pathlib
 import os
 import signal
 import subprocess
@@ -13,8 +14,9 @@ import pytest
 
 from mmjax import checkpoint as ckpt_lib
 from mmjax import metric_writers, train
-from conftest import REPO_ROOT  # pylint: disable=wrong-import-order
 from test_train import micro_config  # pylint: disable=wrong-import-order
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # Overrides matching test_train.micro_config, for the command line.
 CLI_OVERRIDES = ["--config.data.num_train=64", "--config.data.num_eval=16",

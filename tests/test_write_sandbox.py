@@ -1,6 +1,7 @@
 """A training run writes only inside its workdir and the configured data_dir, and opens no
 network connection (every file-system write and connect() is traced with strace)."""
 
+import pathlib
 import os
 import re
 import shutil
@@ -9,7 +10,8 @@ import sys
 
 import pytest
 
-from conftest import REPO_ROOT  # pylint: disable=wrong-import-order
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
 
 WRITE_CALLS = "openat,open,creat,mkdir,mkdirat,rename,renameat,renameat2,link,linkat,symlink,connect"
 # Kernel and device files every process touches; nothing persists there.
