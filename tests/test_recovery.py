@@ -19,13 +19,14 @@ def data_dir(tmp_path_factory):
 
 
 def _truncate_largest_file(step_dir):
-  """Halves the largest array-data file (what a disk-full or a cut copy leaves behind)."""
+  """Halves every array-data file (what a disk-full or a cut copy leaves behind); which single
+  file a restore reads first depends on the layout, so all are cut."""
   files = [os.path.join(root, f) for root, _, names in os.walk(step_dir) for f in names
            if "ocdbt.process_" in root]
-  path = max(files, key=os.path.getsize)
-  with open(path, "r+b") as f:
-    f.truncate(os.path.getsize(path) // 2)
-  return path
+  for path in files:
+    with open(path, "r+b") as f:
+      f.truncate(os.path.getsize(path) // 2)
+  return files
 
 
 def _listing(workdir):
