@@ -158,8 +158,11 @@ def trainer(config: ml_collections.ConfigDict, *, data: ml_collections.ConfigDic
   # group; the last good checkpoint stays) or 'skip' (drop the update, counted in metrics).
   config.on_nonfinite = "halt"
   # Checkpointing: every N steps (and at the end), keep the last K, plus every M-th step.
+  # On SIGTERM the current step is saved and the run exits with code 75 (train.EXIT_PREEMPTED);
+  # if that save takes longer than preemption_grace_s seconds, it exits with 75 anyway (the
+  # previous complete checkpoint stays valid).
   config.checkpoint = ml_collections.ConfigDict(dict(
-      every_steps=100, keep_last=3, keep_every=0, async_save=True))
+      every_steps=100, keep_last=3, keep_every=0, async_save=True, preemption_grace_s=120.0))
   # Evaluators: name -> dict(type=..., every_steps=..., fields of that evaluator); see
   # mmjax/evaluators/. Empty: no evaluation.
   config.evals = ml_collections.ConfigDict()

@@ -9,14 +9,23 @@ Every entry point (train, evaluate, convert, the reliability tools) reads this o
                               /data_iter   the grain iterator state (JSON)
 
 Saving is asynchronous; orbax writes each step to a temporary directory and renames it when it
-is complete, so a step directory that exists was written whole. Restoring walks back from the
-newest step to the last one that loads, with a warning naming each one it skips.
+is complete, so a step directory that exists was written whole, and a `kill -9` during a save
+leaves only a temporary directory (removed at the next start) next to the previous steps. Old
+steps are deleted only after a newer one is finalised.
+
+Restoring walks back from the newest step to the last one that loads, with a warning naming each
+one it skips; the skipped (corrupt) steps are then moved to `<workdir>/checkpoints_corrupt/` so
+the run can write those steps again, and kept there for inspection. A checkpoint whose parameter
+tree differs from the model's is not corrupt but another model's: that raises
+`CheckpointMismatchError` naming the parameter, and nothing is moved.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
+import time
 from typing import Any, Optional
 
 import jax
@@ -30,9 +39,21 @@ SUBDIR = "checkpoints"
 log = logging.getLogger(__name__)
 
 
+class CheckpointMismatchError(ValueError):
+  """The checkpoint belongs to another model (its parameter tree or shapes differ)."""
+
+
+class NoRestorableCheckpointError(RuntimeError):
+  """Checkpoints exist but none of them loads (training from scratch would overwrite them)."""
+
+
 def checkpoint_dir(workdir: str) -> str:
   """Where a run's checkpoints live."""
   return os.path.join(os.path.abspath(workdir), SUBDIR)
+
+
+def _path_name(path: tuple) -> str:
+  return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
 
 
 def _empty(tree: Any) -> bool:
@@ -54,7 +75,9 @@ class Checkpointer:
     self.directory = directory
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep_last, keep_period=keep_every or None, create=True,
-        enable_async_checkpointing=async_save)
+        enable_async_checkpointing=async_save,
+        # Temporary directories of saves cut short (kill -9) are removed at start-up.
+        cleanup_tmp_directories=True)
     self.manager = ocp.CheckpointManager(directory, options=options, item_names=ITEMS)
 
   def latest_step(self) -> Optional[int]:
@@ -72,7 +95,9 @@ class Checkpointer:
         PARAMS: ocp.args.StandardSave(params),
         OPT_STATE: ocp.args.StandardSave(opt_state if not _empty(opt_state) else {}),
         STEP: ocp.args.JsonSave({"step": int(step)}),
-        RNG: ocp.args.StandardSave({"key_data": jax.random.key_data(rng)}),
+        # As numpy: the key lives on one local device, which orbax cannot save from several
+        # processes (every process holds the same key; process 0 writes it).
+        RNG: ocp.args.StandardSave({"key_data": np.asarray(jax.random.key_data(rng))}),
         DATA_ITER: ocp.args.JsonSave(data_iter or {}),
     })
     return self.manager.save(int(step), args=args, force=force)
@@ -86,18 +111,84 @@ class Checkpointer:
     """Restores `step` (default: the newest that loads) onto the given abstract shardings.
 
     `abstract_*` are trees of `jax.ShapeDtypeStruct` with `.sharding` set (the target mesh may
-    differ from the one that saved). Returns a dict keyed by ITEMS, or None if nothing loads.
+    differ from the one that saved). Returns a dict keyed by ITEMS, or None if there is no
+    checkpoint. Raises `CheckpointMismatchError` if a checkpoint holds another model's
+    parameters and `NoRestorableCheckpointError` if checkpoints exist but none loads.
     """
-    steps = [step] if step is not None else list(reversed(self.all_steps()))
+    if step is not None:
+      self.check_params_match(step, abstract_params)
+      return self._restore_step(step, abstract_params, abstract_opt_state)
+    steps = list(reversed(self.all_steps()))
+    corrupt = []
     for s in steps:
       try:
-        return self._restore_step(s, abstract_params, abstract_opt_state)
+        self.check_params_match(s, abstract_params)
+        restored = self._restore_step(s, abstract_params, abstract_opt_state)
+      except CheckpointMismatchError:
+        raise
       except Exception as e:  # pylint: disable=broad-except
-        if step is not None:
-          raise
+        # Anything else that stops a step from loading (truncated or missing files, bad JSON)
+        # is damage to that step: fall back to the previous one.
         log.warning("checkpoint step %d in %s does not restore (%s: %s); falling back to the "
-                    "previous one", s, self.directory, type(e).__name__, e)
+                    "previous one", s, self.directory, type(e).__name__, str(e)[:500])
+        corrupt.append(s)
+        continue
+      if corrupt:
+        self._set_aside(corrupt)
+      return restored
+    if steps:
+      raise NoRestorableCheckpointError(
+          f"none of the checkpoint steps {sorted(steps)} in {self.directory} restores (see the "
+          "warnings above); refusing to start from scratch over them. Move the directory away "
+          "to start a new run.")
     return None
+
+  def check_params_match(self, step: int, abstract_params: Any) -> None:
+    """Raises `CheckpointMismatchError` naming the first parameter whose path, shape or dtype
+    differs between checkpoint `step` and `abstract_params` (a tree of shapes)."""
+    saved = {_path_name(p): (tuple(m.shape), np.dtype(m.dtype))
+             for p, m in jax.tree_util.tree_leaves_with_path(self._params_metadata(step))}
+    wanted = {_path_name(p): (tuple(x.shape), np.dtype(x.dtype))
+              for p, x in jax.tree_util.tree_leaves_with_path(abstract_params)}
+    where = f"checkpoint step {step} in {self.directory}"
+    for name in sorted(set(saved) | set(wanted)):
+      if name not in wanted:
+        raise CheckpointMismatchError(
+            f"{where} belongs to another model: it has parameter {name!r} {saved[name][0]} "
+            "that this model does not have. Use a new --workdir for a different model.")
+      if name not in saved:
+        raise CheckpointMismatchError(
+            f"{where} belongs to another model: this model's parameter {name!r} "
+            f"{wanted[name][0]} is not in it. Use a new --workdir for a different model.")
+      if saved[name] != wanted[name]:
+        raise CheckpointMismatchError(
+            f"{where} belongs to another model: parameter {name!r} is "
+            f"{saved[name][0]} {saved[name][1]} there but {wanted[name][0]} {wanted[name][1]} "
+            "in this model. Use a new --workdir for a different model.")
+
+  def _params_metadata(self, step: int) -> Any:
+    """The saved parameter tree with an ArrayMetadata (shape, dtype) per leaf."""
+    metadata = ocp.PyTreeCheckpointer().metadata(self._step_path(step, PARAMS))
+    metadata = getattr(metadata, "item_metadata", metadata)
+    return getattr(metadata, "tree", metadata)
+
+  def _step_path(self, step: int, item: str) -> str:
+    return os.path.join(self.directory, str(step), item)
+
+  def _set_aside(self, steps: list[int]) -> None:
+    """Moves corrupt steps to `<parent>/checkpoints_corrupt/<step>-<time>` (process 0 only)."""
+    if jax.process_index() == 0:
+      target_root = os.path.join(os.path.dirname(self.directory.rstrip("/")),
+                                 SUBDIR + "_corrupt")
+      os.makedirs(target_root, exist_ok=True)
+      for s in steps:
+        target = os.path.join(target_root, f"{s}-{time.strftime('%Y%m%d-%H%M%S')}")
+        shutil.move(os.path.join(self.directory, str(s)), target)
+        log.warning("moved corrupt checkpoint step %d to %s", s, target)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+      multihost_utils.sync_global_devices("mmjax_checkpoint_set_aside")
+    self.manager.reload()
 
   def _restore_step(self, step: int, abstract_params: Any, abstract_opt_state: Any) -> dict:
     args = ocp.args.Composite(**{
@@ -123,6 +214,13 @@ class Checkpointer:
     step = self.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
+    if abstract_params is None:
+      # Onto one local device, whatever mesh or process count saved it (the saved sharding
+      # may name devices this process does not have).
+      device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+      abstract_params = jax.tree_util.tree_map(
+          lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=device),
+          self._params_metadata(step))
     args = ocp.args.Composite(**{PARAMS: ocp.args.StandardRestore(abstract_params)})
     return self.manager.restore(step, args=args)[PARAMS]
 

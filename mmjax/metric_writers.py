@@ -32,6 +32,7 @@ class MetricWriter:
     self._tb = None
     if enabled:
       os.makedirs(workdir, exist_ok=True)
+      _drop_partial_last_line(self.path)
       if tensorboard:
         from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
         self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
@@ -57,6 +58,16 @@ class MetricWriter:
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()
+
+
+def _drop_partial_last_line(path: str) -> None:
+  """A run killed mid-write leaves a line without its newline; cut it so appends stay JSON."""
+  if not os.path.exists(path):
+    return
+  with open(path, "rb+") as f:
+    data = f.read()
+    if data and not data.endswith(b"\n"):
+      f.truncate(data.rfind(b"\n") + 1)
 
 
 def read_metrics(workdir: str) -> list[dict]:

@@ -5,7 +5,9 @@
 `train_and_evaluate(config, workdir)` reads top to bottom in phases: workdir and run record,
 mesh, input, model and optimizer, sharded initialisation, restore, step function, evaluators,
 loop. A workdir that already holds a checkpoint resumes from its newest complete one (model,
-optimizer, step, RNG and data-iterator state), so the same command continues a stopped run.
+optimizer, step, RNG and data-iterator state), so the same command continues a stopped run
+bit-exactly, after `kill -9` too. SIGTERM checkpoints the current step and exits with
+EXIT_PREEMPTED (75): "preempted, run me again" (see mmjax/preemption.py).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from mmjax import config_lib
 from mmjax import metric_writers
 from mmjax import optim
 from mmjax import parallel as P
+from mmjax import preemption
 from mmjax import evaluators as eval_lib
 from mmjax.data import pipeline
 from mmjax.data import tokenizers
@@ -41,7 +44,8 @@ from mmjax.models import family as family_lib
 log = logging.getLogger("mmjax.train")
 
 # Exit code of a run stopped by SIGTERM after checkpointing: "preempted, run me again".
-EXIT_PREEMPTED = 75
+EXIT_PREEMPTED = preemption.EXIT_PREEMPTED
+Preempted = preemption.Preempted
 
 
 class NonFiniteError(FloatingPointError):
@@ -62,8 +66,12 @@ def _git_commit() -> Optional[str]:
 def write_run_record(config: Any, workdir: str, mesh: Any) -> None:
   """Resolved config, git commit, package versions and devices of this run, into the workdir."""
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+  # Write-then-rename: a kill mid-write must not leave a truncated config.json, which the next
+  # start compares against (check_workdir_model).
+  path = os.path.join(workdir, "config.json")
+  with open(path + ".tmp", "w", encoding="utf-8") as f:
     f.write(config.to_json_best_effort(indent=1, sort_keys=True))
+  os.replace(path + ".tmp", path)
   packages = {}
   for name in ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain",
                "tensorflow-datasets", "ml-collections", "numpy"):
@@ -103,6 +111,68 @@ def check_vocab(model_config: Any, tokenizer: tokenizers.Tokenizer, prefix: str 
         and value != getattr(tokenizer, key):
       raise ValueError(f"config {path}={value} but tokenizer {tokenizer.name!r} has "
                        f"{key}={getattr(tokenizer, key)}")
+
+
+def _first_difference(saved: Any, current: Any, path: str) -> Optional[str]:
+  """'path: saved X, this run Y' for the first differing leaf of two JSON trees, else None."""
+  if isinstance(saved, dict) and isinstance(current, dict):
+    for key in sorted(set(saved) | set(current)):
+      if key not in saved or key not in current:
+        where = "this run" if key not in saved else "the saved config"
+        return f"{path}.{key} exists only in {where}"
+      diff = _first_difference(saved[key], current[key], f"{path}.{key}")
+      if diff:
+        return diff
+    return None
+  if isinstance(saved, list) and isinstance(current, list) and len(saved) == len(current):
+    for i, (a, b) in enumerate(zip(saved, current)):
+      diff = _first_difference(a, b, f"{path}[{i}]")
+      if diff:
+        return diff
+    return None
+  return None if saved == current else f"{path}: saved {saved!r}, this run {current!r}"
+
+
+def check_workdir_model(config: Any, workdir: str) -> None:
+  """A workdir with checkpoints must belong to this model: its config.json's `model` section
+  must equal ours (else ValueError naming the first differing field). Nothing is written."""
+  directory = ckpt_lib.checkpoint_dir(workdir)
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isdir(directory) or not os.path.exists(path):
+    return
+  if not any(name.isdigit() for name in os.listdir(directory)):
+    return
+  try:
+    with open(path, encoding="utf-8") as f:
+      saved = json.load(f).get("model")
+  except (OSError, ValueError) as e:
+    # The parameter-tree check at restore still guards this workdir.
+    log.warning("cannot read %s (%s); relying on the checkpoint's parameter tree", path, e)
+    return
+  current = json.loads(config.model.to_json_best_effort())
+  diff = _first_difference(saved, current, "model")
+  if diff:
+    raise ValueError(f"workdir {workdir} holds checkpoints of another model ({diff}). Use a new "
+                     "--workdir, or the saved config to resume it.")
+
+
+def _find_fields(tree: Any, names: tuple[str, ...], prefix: str) -> list[tuple[str, int]]:
+  out = []
+  for key, value in tree.items():
+    if hasattr(value, "items"):
+      out += _find_fields(value, names, f"{prefix}.{key}")
+    elif key in names and isinstance(value, int):
+      out.append((f"{prefix}.{key}", value))
+  return out
+
+
+def check_text_length(config: Any) -> None:
+  """data.text_length must fit every text context of the model (`context_length`, `max_len`);
+  longer examples are truncated to data.text_length by the pipeline."""
+  for path, limit in _find_fields(config.model, ("context_length", "max_len"), "model"):
+    if config.data.text_length > limit:
+      raise ValueError(f"config data.text_length={config.data.text_length} is longer than the "
+                       f"model's context {path}={limit}")
 
 
 def parse_init_from(specs) -> list[tuple[str, str, str]]:
@@ -236,8 +306,10 @@ def train_and_evaluate(config: Any, workdir: str, devices: Optional[list] = None
   mesh = P.make_mesh(dict(config.mesh), devices)
   rules = config.sharding_rules
   P.get_rules(rules)  # fail on a bad preset before any work
-  if is_chief:
-    write_run_record(config, workdir, mesh)
+  if config.on_nonfinite not in ("halt", "skip"):
+    raise ValueError(f"config on_nonfinite must be 'halt' or 'skip', got {config.on_nonfinite!r}")
+  check_text_length(config)
+  check_workdir_model(config, workdir)  # before write_run_record overwrites config.json
   log.info("mesh %s, rules %s, workdir %s", P.mesh_summary(mesh), rules, workdir)
 
   # ---- Input ----
@@ -296,6 +368,9 @@ def train_and_evaluate(config: Any, workdir: str, devices: Optional[list] = None
     print(f"resumed from checkpoint step {start_step}", flush=True)
   elif config.init_from:
     params = apply_init_from(params, config.init_from, param_shardings)
+  # Recorded only now that the workdir's checkpoints are known to be this model's.
+  if is_chief:
+    write_run_record(config, workdir, mesh)
 
   # ---- Step function (sharded, donated) ----
   step_fn = make_train_step(family, tx, trainable, config)
@@ -329,70 +404,109 @@ def train_and_evaluate(config: Any, workdir: str, devices: Optional[list] = None
   progress = metric_writers.Progress(total, config.data.batch_size, flops,
                                      config.log.peak_flops * jax.device_count(), start_step)
   last_metrics: dict[str, Any] = {}
-  skipped = 0
+  # Finite flags of the steps since the last report stay on the device (no per-step host sync
+  # under 'skip'); they are summed at each report, so every skipped step is counted.
+  skipped, pending_finite = 0, []
+  saved_step = start_step if restored is not None else None
   batch = first_batch
   step = start_step
   profiling = False
-  while step < total:
-    if step in config.log.profile_steps and not profiling:
-      jax.profiler.start_trace(os.path.join(workdir, "profile"))
-      profiling = True
-    params, opt_state, metrics = compiled(params, opt_state, batch, train_rng, jnp.asarray(step))
-    step += 1
-    if profiling and step - 1 not in config.log.profile_steps:
-      jax.profiler.stop_trace()
-      profiling = False
-    finite = bool(metrics["finite"]) if (config.on_nonfinite == "halt" or
-                                         step % config.log.every_steps == 0) else True
-    if not finite:
-      if config.on_nonfinite == "halt":
+  with preemption.PreemptionGuard(config.checkpoint.preemption_grace_s) as guard:
+    while step < total:
+      if guard.should_stop(step):
+        _stop_for_preemption(checkpointer, step, saved_step, start_step, params, opt_state,
+                             train_rng, train_iter, writer)
+      if batch is None:  # fetched here, after the stop check, so the iterator state is `step`'s
+        batch = shard_batch(next(train_iter))
+      if step in config.log.profile_steps and not profiling:
+        jax.profiler.start_trace(os.path.join(workdir, "profile"))
+        profiling = True
+      params, opt_state, metrics = compiled(params, opt_state, batch, train_rng,
+                                            jnp.asarray(step))
+      step += 1
+      if profiling and step - 1 not in config.log.profile_steps:
+        jax.profiler.stop_trace()
+        profiling = False
+      if config.on_nonfinite == "halt" and not bool(metrics["finite"]):
         checkpointer.close()
+        writer.close()
         raise NonFiniteError(
             f"non-finite loss or gradient at step {step} (first bad parameter group: "
             f"{first_nonfinite_group(jax.device_get(metrics))!r}); the last good checkpoint "
             f"is step {checkpointer.latest_step()}. Lower the learning rate or set "
             "config.on_nonfinite='skip'.")
-      skipped += 1
-    if step % config.log.every_steps == 0 or step == total:
-      host = {k: v for k, v in jax.device_get(metrics).items() if not k.startswith("finite")}
-      rates = progress.measure(step)
-      host.update(rates, learning_rate=float(schedule(step - 1)), nonfinite_skipped=skipped,
-                  data_skipped=train_iter.stats().get("skipped", 0))
-      writer.write(step, host)
-      if is_chief:
-        print(progress.line(step, float(host["loss"]), rates), flush=True)
-      last_metrics = host
-    if step % config.checkpoint.every_steps == 0 or step == total:
-      checkpointer.save(step, params, opt_state, train_rng, train_iter.get_state())
-    for name, evaluator in evaluators.items():
-      every = config.evals[name].get("every_steps", 0)
-      if (every and step % every == 0) or step == total:
-        results = evaluator.run(params)
-        writer.write(step, results)
+      pending_finite.append(metrics["finite"])
+      if step % config.log.every_steps == 0 or step == total:
+        skipped += sum(not bool(f) for f in jax.device_get(pending_finite))
+        pending_finite = []
+        host = {k: v for k, v in jax.device_get(metrics).items() if not k.startswith("finite")}
+        rates = progress.measure(step)
+        host.update(rates, learning_rate=float(schedule(step - 1)), nonfinite_skipped=skipped,
+                    data_skipped=train_iter.stats().get("skipped", 0))
+        writer.write(step, host)
         if is_chief:
-          for key, value in results.items():
-            print(f"  eval {key}: {value}", flush=True)
-        last_metrics.update(results)
-    if step < total:
-      batch = shard_batch(next(train_iter))
-  checkpointer.close()
+          print(progress.line(step, float(host["loss"]), rates), flush=True)
+        last_metrics = host
+      if step % config.checkpoint.every_steps == 0 or step == total:
+        # The iterator has produced exactly `step` batches here: its state matches the params.
+        checkpointer.save(step, params, opt_state, train_rng, train_iter.get_state())
+        saved_step = step
+      for name, evaluator in evaluators.items():
+        every = config.evals[name].get("every_steps", 0)
+        if (every and step % every == 0) or step == total:
+          results = evaluator.run(params)
+          writer.write(step, results)
+          if is_chief:
+            for key, value in results.items():
+              print(f"  eval {key}: {value}", flush=True)
+          last_metrics.update(results)
+      batch = None
+    checkpointer.close()
   writer.close()
   train_iter.close()
   return last_metrics
 
 
+def _stop_for_preemption(checkpointer, step, saved_step, start_step, params, opt_state, rng,
+                         train_iter, writer) -> None:
+  """Checkpoints `step` (unless it is saved or nothing was trained), waits, raises Preempted."""
+  # At start_step the iterator already produced the batch the step was compiled with, so its
+  # state is one ahead; nothing was trained since the restore (or init), so nothing is saved.
+  if saved_step != step and step != start_step:
+    checkpointer.save(step, params, opt_state, rng, train_iter.get_state(), force=True)
+  checkpointer.close()
+  writer.close()
+  train_iter.close()
+  log.warning("preempted: checkpoint of step %d complete; exiting with code %d", step,
+              EXIT_PREEMPTED)
+  print(f"preempted at step {step}; checkpoint saved; exit code {EXIT_PREEMPTED}", flush=True)
+  raise Preempted(step)
+
+
 def maybe_initialize_distributed() -> None:
   """Multi-host: `jax.distributed.initialize` from MMJAX_COORDINATOR / _NUM_PROCESSES /
-  _PROCESS_ID, or with no arguments on a cluster JAX detects itself (TPU pods, SLURM)."""
+  _PROCESS_ID, or with no arguments on a cluster JAX detects itself (TPU pods, SLURM).
+
+  MMJAX_HEARTBEAT_TIMEOUT_S (default 100, JAX's) bounds how long the survivors of a dead
+  process wait before the coordination service stops them with an error instead of hanging.
+  On CPU, cross-process collectives need gloo (the default has none).
+  """
+  heartbeat = int(os.environ.get("MMJAX_HEARTBEAT_TIMEOUT_S", "100"))
+  if os.environ.get("MMJAX_COORDINATOR") or os.environ.get("MMJAX_DISTRIBUTED") == "auto":
+    if "cpu" in os.environ.get("JAX_PLATFORMS", "") or os.environ.get("MMJAX_CPU_COLLECTIVES"):
+      jax.config.update("jax_cpu_collectives_implementation",
+                        os.environ.get("MMJAX_CPU_COLLECTIVES", "gloo"))
   if os.environ.get("MMJAX_COORDINATOR"):
     jax.distributed.initialize(coordinator_address=os.environ["MMJAX_COORDINATOR"],
                                num_processes=int(os.environ["MMJAX_NUM_PROCESSES"]),
-                               process_id=int(os.environ["MMJAX_PROCESS_ID"]))
+                               process_id=int(os.environ["MMJAX_PROCESS_ID"]),
+                               heartbeat_timeout_seconds=heartbeat)
   elif os.environ.get("MMJAX_DISTRIBUTED") == "auto":
-    jax.distributed.initialize()
+    jax.distributed.initialize(heartbeat_timeout_seconds=heartbeat)
 
 
 def main(argv=None) -> int:
+  """CLI entry point; returns 0, or EXIT_PREEMPTED after a SIGTERM checkpoint."""
   parser = argparse.ArgumentParser(description="Train any mmjax model family from a config.")
   parser.add_argument("--config", required=True, help="configs/<family>.py:<preset>")
   parser.add_argument("--workdir", required=True, help="run directory (resumes if it exists)")
@@ -401,9 +515,14 @@ def main(argv=None) -> int:
   if bad:
     parser.error(f"unrecognised arguments {bad}; overrides look like --config.optim.learning_rate=1e-4")
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-  maybe_initialize_distributed()
+  # Config errors (unknown or mistyped fields) surface before any distributed set-up or writes.
   config = config_lib.load_config(args.config, [r.removeprefix("--") for r in rest])
-  train_and_evaluate(config, args.workdir)
+  maybe_initialize_distributed()
+  try:
+    train_and_evaluate(config, args.workdir)
+  except Preempted as e:
+    log.warning("%s", e)
+    return EXIT_PREEMPTED
   return 0
 
 

@@ -7,6 +7,7 @@ random-access source for grain.
 from __future__ import annotations
 
 import os
+import tempfile
 from typing import Any
 
 import tensorflow_datasets as tfds
@@ -37,8 +38,16 @@ def get_builder(name: str, *, data_dir: str | None = None, **config: Any
   # tfds refuses a custom config named like one of the class's own: pass that one by name.
   if builder_config.name in {c.name for c in getattr(cls, "BUILDER_CONFIGS", [])}:
     builder_config = builder_config.name
-  return cls(config=builder_config, data_dir=resolve_data_dir(data_dir),
-             file_format="array_record")
+  root = resolve_data_dir(data_dir)
+  # tfds makes (and leaves) a scratch directory via tempfile while it builds an unprepared
+  # builder's info; keep it inside the data directory the user named, not in /tmp.
+  scratch = os.path.join(root, "tmp")
+  os.makedirs(scratch, exist_ok=True)
+  previous, tempfile.tempdir = tempfile.tempdir, scratch
+  try:
+    return cls(config=builder_config, data_dir=root, file_format="array_record")
+  finally:
+    tempfile.tempdir = previous
 
 
 def prepare(name: str, *, data_dir: str | None = None, **config: Any
