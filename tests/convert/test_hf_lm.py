@@ -84,7 +84,7 @@ def greedy_with_cache(fam, params, prompt: np.ndarray, lengths: np.ndarray, step
   """Our greedy continuation of right-padded prompts [B, T] (row b: lengths[b] tokens) on the
   KV cache: (prefill logits [B, T, V], tokens [B, steps], step logits [B, steps, V])."""
   cache = fam.init_cache(prompt.shape[0], prompt.shape[1] + steps)
-  prefill_logits, cache = jax.jit(fam.prefill)(params, prompt.astype(np.int32), cache,
+  prefill_logits, cache = jax.jit(fam.prefill)(params, {"tokens": prompt.astype(np.int32)}, cache,
                                                lengths.astype(np.int32))
   step = jax.jit(fam.decode_step)
   tokens, all_logits = [], []
