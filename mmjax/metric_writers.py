@@ -91,6 +91,10 @@ class Progress:
     self._last_time = time.perf_counter()
     self._last_step = start_step
 
+  def restart(self, step: int) -> None:
+    """Starts the next throughput window now (e.g. after an evaluation)."""
+    self._last_time, self._last_step = time.perf_counter(), step
+
   def measure(self, step: int) -> dict[str, float]:
     """Throughput since the previous call: steps/s, examples/s, ETA seconds, MFU."""
     now = time.perf_counter()

@@ -460,6 +460,7 @@ def train_and_evaluate(config: Any, workdir: str, devices: Optional[list] = None
             for key, value in results.items():
               print(f"  eval {key}: {value}", flush=True)
           last_metrics.update(results)
+          progress.restart(step)  # evaluation time is not training throughput
       batch = None
     checkpointer.close()
   writer.close()
