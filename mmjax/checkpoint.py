@@ -32,6 +32,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from mmjax import paths
+
 PARAMS, OPT_STATE, STEP, RNG, DATA_ITER = "params", "opt_state", "step", "rng", "data_iter"
 ITEMS = (PARAMS, OPT_STATE, STEP, RNG, DATA_ITER)
 SUBDIR = "checkpoints"
@@ -50,10 +52,6 @@ class NoRestorableCheckpointError(RuntimeError):
 def checkpoint_dir(workdir: str) -> str:
   """Where a run's checkpoints live."""
   return os.path.join(os.path.abspath(workdir), SUBDIR)
-
-
-def _path_name(path: tuple) -> str:
-  return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
 
 
 def _empty(tree: Any) -> bool:
@@ -146,9 +144,9 @@ class Checkpointer:
   def check_params_match(self, step: int, abstract_params: Any) -> None:
     """Raises `CheckpointMismatchError` naming the first parameter whose path, shape or dtype
     differs between checkpoint `step` and `abstract_params` (a tree of shapes)."""
-    saved = {_path_name(p): (tuple(m.shape), np.dtype(m.dtype))
+    saved = {paths.path_str(p): (tuple(m.shape), np.dtype(m.dtype))
              for p, m in jax.tree_util.tree_leaves_with_path(self._params_metadata(step))}
-    wanted = {_path_name(p): (tuple(x.shape), np.dtype(x.dtype))
+    wanted = {paths.path_str(p): (tuple(x.shape), np.dtype(x.dtype))
               for p, x in jax.tree_util.tree_leaves_with_path(abstract_params)}
     where = f"checkpoint step {step} in {self.directory}"
     for name in sorted(set(saved) | set(wanted)):

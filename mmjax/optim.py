@@ -14,17 +14,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mmjax.paths import tree_paths
+
 SCHEDULES = ("cosine", "rsqrt", "constant", "linear")
-
-
-def path_str(path: Sequence[Any]) -> str:
-  """'a/b/c' for a jax tree path."""
-  return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
-
-
-def tree_paths(tree: Any) -> Any:
-  """A tree of the same structure whose leaves are their '/'-joined paths."""
-  return jax.tree_util.tree_map_with_path(lambda p, _: path_str(p), tree)
 
 
 def regex_mask(tree: Any, patterns: Sequence[str]) -> Any:

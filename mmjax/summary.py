@@ -19,6 +19,7 @@ import jax
 import numpy as np
 
 from mmjax import config_lib
+from mmjax import paths
 from mmjax.models import family as family_lib
 
 
@@ -33,8 +34,7 @@ def flat_params(params: Any) -> dict[str, Any]:
   leaves = jax.tree_util.tree_flatten_with_path(
       params, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))[0]
   for path, leaf in leaves:
-    name = "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
-    flat[name] = leaf
+    flat[paths.path_str(path)] = leaf
   return flat
 
 

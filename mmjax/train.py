@@ -35,6 +35,7 @@ from mmjax import config_lib
 from mmjax import metric_writers
 from mmjax import optim
 from mmjax import parallel as P
+from mmjax import paths
 from mmjax import preemption
 from mmjax import evaluators as eval_lib
 from mmjax.data import pipeline
@@ -326,7 +327,7 @@ def train_and_evaluate(config: Any, workdir: str, devices: Optional[list] = None
   is_trainable = getattr(family, "is_trainable", None)
   if is_trainable is not None:
     frozen = jax.tree_util.tree_map(lambda f, path: f or not is_trainable(path), frozen,
-                                    optim.tree_paths(nn.unbox(abstract_params)))
+                                    paths.tree_paths(nn.unbox(abstract_params)))
   trainable = jax.tree_util.tree_map(lambda f: not f, frozen)
   tx, schedule = optim.make_optimizer(config.optim, nn.unbox(abstract_params), trainable)
 
