@@ -65,3 +65,18 @@ def example_rng(config: ShapesConfig, split: str, index: int) -> np.random.Gener
 def heldout_mode(split: str) -> str:
   """Held-out (colour, shape) pairs appear only, and always, in the 'heldout' split."""
   return "require" if split == "heldout" else "exclude"
+
+
+class ProceduralBuilder(tfds.core.GeneratorBasedBuilder):
+  """What every generated (shapes*) builder shares: version, config class, default config.
+
+  Abstract (no `_info` / `_split_generators` / `_generate_examples`), so tfds does not register
+  it as a dataset of its own.
+  """
+
+  VERSION = tfds.core.Version("1.0.0")
+  BUILDER_CONFIG_CLASS = ShapesConfig
+  # tfds looks for a checksums file beside the builder's code through importlib_resources, which
+  # it does not install; procedural builders download nothing, so there is no code path to read.
+  code_path = None
+  BUILDER_CONFIGS = [make_config()]

@@ -30,15 +30,8 @@ def generate_example(config: common.ShapesConfig, split: str, index: int,
   return ex
 
 
-class Shapes(tfds.core.GeneratorBasedBuilder):
+class Shapes(common.ProceduralBuilder):
   """CLEVR-like procedural scenes; see `mmjax.data.shapes_world`."""
-
-  VERSION = tfds.core.Version("1.0.0")
-  BUILDER_CONFIG_CLASS = common.ShapesConfig
-  # tfds looks for a checksums file beside the builder's code through importlib_resources, which
-  # it does not install; procedural builders download nothing, so there is no code path to read.
-  code_path = None
-  BUILDER_CONFIGS = [common.make_config()]
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(

@@ -74,14 +74,9 @@ def generate_episode(config: common.ShapesConfig, split: str, index: int) -> dic
           "query_answers": np.array(answers[-1], dtype=object)}
 
 
-class ShapesInterleaved(tfds.core.GeneratorBasedBuilder):
+class ShapesInterleaved(common.ProceduralBuilder):
   """Interleaved image-text documents and few-shot episodes over the shapes world."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  BUILDER_CONFIG_CLASS = common.ShapesConfig
-  # tfds looks for a checksums file beside the builder's code through importlib_resources, which
-  # it does not install; procedural builders download nothing, so there is no code path to read.
-  code_path = None
   BUILDER_CONFIGS = [common.make_config(), common.make_config(kind="episodes")]
 
   def _info(self) -> tfds.core.DatasetInfo:

@@ -34,15 +34,8 @@ def generate_clip(config: common.ShapesConfig, split: str, index: int) -> dict:
   }
 
 
-class ShapesVideo(tfds.core.GeneratorBasedBuilder):
+class ShapesVideo(common.ProceduralBuilder):
   """Moving shapes; see `mmjax.data.shapes_world.sample_motions`."""
-
-  VERSION = tfds.core.Version("1.0.0")
-  BUILDER_CONFIG_CLASS = common.ShapesConfig
-  # tfds looks for a checksums file beside the builder's code through importlib_resources, which
-  # it does not install; procedural builders download nothing, so there is no code path to read.
-  code_path = None
-  BUILDER_CONFIGS = [common.make_config()]
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
