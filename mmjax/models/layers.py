@@ -295,7 +295,8 @@ class FeedForward(nn.Module):
 # ---- The pre-LN (or post-LN) transformer block ------------------------------------------------
 
 class TransformerBlock(nn.Module):
-  """One transformer layer: [norm] self-attention (+ optional cross-attention) and MLP.
+  """One transformer layer: [norm] self-attention and MLP (CoCa's cross-attention layers are
+  coca.CrossAttentionBlock).
 
   Pre-LN (ViT, CLIP, GPT): x + attn(ln1(x)); x + mlp(ln2(x)).
   Post-LN (BERT): ln1(x + attn(x)); ln2(x + mlp(x)).
@@ -308,7 +309,6 @@ class TransformerBlock(nn.Module):
   norm_eps: float = 1e-5
   post_norm: bool = False
   causal: bool = False
-  cross_attention: bool = False  # adds ln_cross + cross-attention to `context` after self-attn.
   dropout_rate: float = 0.0
   deterministic: bool = True
   dtype: Dtype = jnp.float32
@@ -318,8 +318,7 @@ class TransformerBlock(nn.Module):
     return norm_layer(self.norm, self.norm_eps, self.dtype, self.param_dtype, name=name)
 
   @nn.compact
-  def __call__(self, x: Array, mask: Optional[Array] = None,
-               context: Optional[Array] = None) -> tuple[Array, None]:
+  def __call__(self, x: Array, mask: Optional[Array] = None) -> tuple[Array, None]:
     x = constrain(x, P.BATCH, P.LENGTH, P.EMBED)
     drop = nn.Dropout(self.dropout_rate, deterministic=self.deterministic)
     attn = Attention(self.num_heads, dtype=self.dtype, param_dtype=self.param_dtype, name="attn")
@@ -330,12 +329,6 @@ class TransformerBlock(nn.Module):
       x = self._norm("ln2")(x + drop(mlp(x)))
       return x, None
     x = x + drop(attn(self._norm("ln1")(x), mask=mask, is_causal=self.causal))
-    if self.cross_attention:
-      if context is None:
-        raise ValueError(f"{self.name}: a cross-attention block needs `context`")
-      cross = Attention(self.num_heads, dtype=self.dtype, param_dtype=self.param_dtype,
-                        name="cross_attn")
-      x = x + drop(cross(self._norm("ln_cross")(x), self._norm("ln_context")(context)))
     x = x + drop(mlp(self._norm("ln2")(x)))
     return x, None
 
