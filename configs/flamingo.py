@@ -32,31 +32,15 @@ def _lm_config_module():
 
 
 def vision_model(**overrides) -> ml_collections.ConfigDict:
-  """ViT fields (mmjax.models.vit.ViT); tiny by default, then `overrides`."""
-  v = ml_collections.ConfigDict()
-  # Input resolution and patch size.
-  v.image_size = 16
-  v.patch_size = 8
-  # Transformer shape.
-  v.width = 32
-  v.depth = 1
-  v.num_heads = 2
-  v.mlp_dim = 64
-  # MLP activation ('gelu' for open_clip, 'quick_gelu' for OpenAI CLIP weights).
-  v.activation = "gelu"
-  # Pooling is unused by Flamingo (the resampler reads the patch tokens); 'tok' keeps CLIP's tree.
-  v.pool = "tok"
-  v.class_token = True
-  # Bias on the patch embedding, LayerNorm before the blocks, norm epsilon (open_clip values).
-  v.patch_bias = False
-  v.ln_pre = True
-  v.norm_eps = 1e-5
-  # No output projection: Flamingo uses the tokens, not the pooled embedding.
-  v.output_dim = None
-  v.proj_bias = False
-  # Token / residual dropout (off for a frozen tower).
-  v.patch_dropout = 0.0
-  v.dropout_rate = 0.0
+  """ViT fields (mmjax.models.vit.ViT): configs/common.py:vit's documented tower, tiny by
+  default, plus the fields Flamingo sets per component; then `overrides`."""
+  # `project` belongs to two-tower models (a projection into the joint space); Flamingo reads
+  # the patch tokens, so its tower has no projection (output_dim None) and pooling is unused.
+  v = ml_collections.ConfigDict({k: x for k, x in common.vit(
+      image_size=16, patch_size=8, width=32, depth=1, num_heads=2, mlp_dim=64).items()
+                                 if k != "project"})
+  # The ViT's own output projection width: none, Flamingo uses the tokens.
+  v.output_dim = ml_collections.FieldReference(None, field_type=int)
   # Scan over layers and the remat policy name; compute and parameter dtypes.
   v.scan = True
   v.remat = "none"
