@@ -26,6 +26,12 @@ class EvalContext:
   workdir: str | None = None
 
 
+def require(name: str, family: Any, method: str, what: str) -> None:
+  """Fails fast (naming evaluator and family) unless `family` has the `method` it needs."""
+  if not hasattr(family, method):
+    raise ValueError(f"evals.{name}: family {family.family_name!r} cannot {what}")
+
+
 def register(name: str):
   """Class decorator registering an evaluator type."""
   def wrap(cls):

@@ -18,7 +18,7 @@ from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 
 from mmjax import generate
-from mmjax.evaluators import EvalContext, common, register
+from mmjax.evaluators import EvalContext, common, register, require
 
 _PUNCT = re.compile(r"[^\w\s']")
 
@@ -79,8 +79,7 @@ class CaptioningEvaluator:
 
   def __init__(self, name: str, config: Any, context: EvalContext):
     self.name, self.config, self.context = name, config, context
-    if not hasattr(context.family, "decode_step"):
-      raise ValueError(f"evals.{name}: family {context.family.family_name!r} cannot decode")
+    require(name, context.family, "decode_step", "decode")
 
   def run(self, params: Any) -> dict[str, Any]:
     cfg, data = self.config, self.context.data_config

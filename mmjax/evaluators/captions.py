@@ -13,7 +13,7 @@ import numpy as np
 from mmjax import generate
 from mmjax.data import pipeline
 from mmjax.data import tokenizers as tok_lib
-from mmjax.evaluators import EvalContext, register
+from mmjax.evaluators import EvalContext, register, require
 from mmjax.evaluators.loss import eval_data_config
 
 
@@ -23,8 +23,7 @@ class CaptionSamples:
 
   def __init__(self, name: str, config: Any, context: EvalContext):
     self.name, self.config, self.context = name, config, context
-    if not hasattr(context.family, "decode_step"):
-      raise ValueError(f"evals.{name}: family {context.family.family_name!r} cannot decode")
+    require(name, context.family, "decode_step", "decode")
 
   def run(self, params: Any) -> dict[str, Any]:
     tok = self.context.tokenizer

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from mmjax import generate
-from mmjax.evaluators import EvalContext, captioning, common, register, vqa
+from mmjax.evaluators import EvalContext, captioning, common, register, require, vqa
 from mmjax.evaluators import embeddings as emb_lib
 
 CAPTION_DEMO = "<image>Output:{caption}<|endofchunk|>"
@@ -52,8 +52,7 @@ class FewShotEvaluator:
 
   def __init__(self, name: str, config: Any, context: EvalContext):
     self.name, self.config, self.context = name, config, context
-    if not hasattr(context.family, "decode_step"):
-      raise ValueError(f"evals.{name}: family {context.family.family_name!r} cannot decode")
+    require(name, context.family, "decode_step", "decode")
     if config.get("task", "captioning") not in ("captioning", "vqa"):
       raise ValueError(f"evals.{name}.task must be 'captioning' or 'vqa', got {config.task!r}")
     if config.get("selection", "random") not in ("random", "rices"):

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from mmjax.data import shapes_world
-from mmjax.evaluators import EvalContext, common, register
+from mmjax.evaluators import EvalContext, common, register, require
 
 OPTIONS = {
     "colour": tuple(shapes_world.COLOURS),
@@ -53,8 +53,7 @@ class MultipleChoiceEvaluator:
 
   def __init__(self, name: str, config: Any, context: EvalContext):
     self.name, self.config, self.context = name, config, context
-    if not hasattr(context.family, "predict_logits"):
-      raise ValueError(f"evals.{name}: family {context.family.family_name!r} cannot score text")
+    require(name, context.family, "predict_logits", "score text")
 
   def _accuracy(self, params, imgs, rows) -> float:
     prompt = self.config.get("prompt", "<image>Question: {question} Answer:")

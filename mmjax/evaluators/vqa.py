@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from mmjax import generate
-from mmjax.evaluators import EvalContext, common, register
+from mmjax.evaluators import EvalContext, common, register, require
 
 # ---- The official normalisation (VQA/PythonEvaluationTools/vqaEvaluation/vqaEval.py) ------------
 
@@ -122,8 +122,7 @@ class VQAEvaluator:
 
   def __init__(self, name: str, config: Any, context: EvalContext):
     self.name, self.config, self.context = name, config, context
-    if not hasattr(context.family, "decode_step"):
-      raise ValueError(f"evals.{name}: family {context.family.family_name!r} cannot decode")
+    require(name, context.family, "decode_step", "decode")
 
   def run(self, params: Any) -> dict[str, Any]:
     cfg, data = self.config, self.context.data_config
