@@ -28,7 +28,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import NamedSharding
 
 from mmjax import checkpoint as ckpt_lib
 from mmjax import config_lib
@@ -221,6 +220,36 @@ def apply_init_from(params: Any, specs, shardings: Any) -> Any:
   return params
 
 
+# ---- Initial state ----------------------------------------------------------------------------
+
+def init_train_state(family: family_lib.ModelFamily, tx: optax.GradientTransformation,
+                     param_shardings: Any, mesh: Any, key: jax.Array) -> tuple[Any, Any, Any]:
+  """(params, opt_state, opt_state shardings), created directly in their shardings.
+
+  An optimizer-state leaf whose path ends with a parameter's path and has its shape (Adam's mu
+  and nu of that parameter) is sharded like the parameter; everything else (counters, masked
+  leaves of frozen parameters) is replicated. XLA's propagation is not relied on: zeros do not
+  depend on the parameters' values, and it leaves them replicated.
+  """
+  def init_params(k):
+    return nn.unbox(family.init(k, family.dummy_batch(1))["params"])
+
+  params = jax.jit(init_params, out_shardings=param_shardings)(key)
+  by_path = {paths.path_str(p): (x.shape, s) for (p, x), s in zip(
+      jax.tree_util.tree_flatten_with_path(params)[0], jax.tree_util.tree_leaves(param_shardings))}
+
+  def sharding_of(path, leaf):
+    name = paths.path_str(path)
+    for param_path, (shape, sharding) in by_path.items():
+      if (name == param_path or name.endswith("/" + param_path)) and leaf.shape == shape:
+        return sharding
+    return P.replicated(mesh)
+
+  opt_shardings = jax.tree_util.tree_map_with_path(sharding_of, jax.eval_shape(tx.init, params))
+  opt_state = jax.jit(tx.init, out_shardings=opt_shardings)(params)
+  return params, opt_state, opt_shardings
+
+
 # ---- The step ---------------------------------------------------------------------------------
 
 def make_train_step(family: family_lib.ModelFamily, tx: optax.GradientTransformation,
@@ -336,18 +365,8 @@ def train_and_evaluate(config: Any, workdir: str, devices: Optional[list] = None
   rng = jax.random.key(config.seed)
   init_rng, train_rng = jax.random.split(rng)
 
-  def init_fn(key):
-    variables = family.init(key, family.dummy_batch(1))
-    return nn.unbox(variables["params"])
-
-  params = jax.jit(init_fn, out_shardings=param_shardings)(init_rng)
-  # Optimizer moments are zeros_like(params): XLA propagates each parameter's sharding to them
-  # (masked/frozen leaves and counters come out replicated), and we keep what it chose.
-  opt_state = jax.jit(tx.init)(params)
-  opt_shardings = jax.tree_util.tree_map(
-      lambda x: x.sharding if isinstance(x.sharding, NamedSharding) else P.replicated(mesh),
-      opt_state)
-  opt_state = jax.device_put(opt_state, opt_shardings)
+  params, opt_state, opt_shardings = init_train_state(family, tx, param_shardings, mesh,
+                                                      init_rng)
 
   # ---- Restore, or initialise sub-trees from other runs ----
   checkpointer = ckpt_lib.Checkpointer(ckpt_lib.checkpoint_dir(workdir),

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from mmjax import config_lib, metric_writers, optim, train
+from mmjax import parallel as P
 from mmjax.models import family as family_lib
 
 from test_train import losses_of, micro_config  # noqa: E402  pylint: disable=wrong-import-position
@@ -71,3 +72,21 @@ def test_checkpoint_restores_onto_another_mesh(data_dir, tmp_path):
   resumed = {r["step"]: r["loss"] for r in metric_writers.read_metrics(str(tmp_path))}
   np.testing.assert_allclose([resumed[s] for s in range(1, 5)], losses_of(str(straight)),
                              rtol=1e-5)
+
+
+def test_optimizer_moments_are_sharded_like_their_parameters():
+  mesh = P.make_mesh({"fsdp": 8})
+  config = config_lib.load_config("configs/clip.py:micro")
+  family = family_lib.build(config.model)
+  abstract = jax.eval_shape(family.init, jax.random.key(0), family.dummy_batch(1))
+  shardings = P.abstract_shardings(abstract, mesh, "fsdp")["params"]
+  params_abstract = nn.unbox(abstract["params"])
+  trainable = jax.tree_util.tree_map(lambda _: True, params_abstract)
+  tx, _ = optim.make_optimizer(config.optim, params_abstract, trainable)
+  params, opt_state, _ = train.init_train_state(family, tx, shardings, mesh, jax.random.key(0))
+  kernel = params["image"]["blocks"]["mlp"]["fc1"]["kernel"]
+  assert P.shard_shape(kernel) != kernel.shape  # fsdp splits it...
+  moments = [x for x in jax.tree_util.tree_leaves(opt_state) if x.shape == kernel.shape]
+  assert moments  # ... and Adam's mu / nu of that shape are split the same way.
+  for m in moments:
+    assert P.shard_shape(m) == P.shard_shape(kernel), m.sharding
