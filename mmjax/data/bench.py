@@ -11,22 +11,16 @@ The datasets are prepared first (not timed); the first --warmup batches are not 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import time
 
+from mmjax import config_lib as run_configs
 from mmjax.data import config as config_lib
 from mmjax.data import pipeline, tokenizers
 
 
 def load_config_file(spec: str):
-  """`path.py:arg` -> get_config(arg).data."""
-  path, _, arg = spec.partition(":")
-  module_spec = importlib.util.spec_from_file_location("bench_config", path)
-  if module_spec is None or module_spec.loader is None:
-    raise FileNotFoundError(f"--config file {path!r} cannot be loaded")
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  cfg = module.get_config(arg) if arg else module.get_config()
+  """`path.py:arg` -> get_config(arg).data, loaded as the trainer loads it (mmjax.config_lib)."""
+  cfg = run_configs.load_config(spec)
   if "data" not in cfg:
     raise ValueError(f"--config {spec}: the config has no 'data' field")
   return cfg.data

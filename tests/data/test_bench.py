@@ -21,3 +21,9 @@ def test_bench_flags_and_config_file(tmp_path, data_dir, capsys):
       """))
   assert bench.main(["--config", f"{cfg}:tiny"] + flags) > 0
   assert "examples/s" in capsys.readouterr().out
+
+
+def test_bench_reads_the_real_family_configs():
+  # The family configs import configs/common.py: the bench must load them as the trainer does.
+  data = bench.load_config_file("configs/flamingo.py:tiny")
+  assert data.task == "caption" and data.as_media and data.image_size == 64
