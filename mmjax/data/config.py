@@ -58,6 +58,9 @@ def default_data_config(**overrides) -> ml_collections.ConfigDict:
   c.augment.flip = True  # Horizontal flip with p=0.5, only for examples without left/right words.
   # Where datasets and tokenizers live (None: $MMJAX_DATA_DIR, else ~/mmjax_data).
   c.data_dir = None
+  # Where builders of user-supplied copies (COCO, VQAv2, webdataset shards, ...) find the
+  # official files (None: DATA_DIR/downloads/manual); their errors say what to put there.
+  c.manual_dir = None
   # Size of the generated datasets (prepared on first use): examples in 'train', and in each of
   # 'validation'/'test'/'heldout'; their images are rendered at image_size.
   c.num_train = 4096

@@ -30,11 +30,15 @@ def resolve_data_dir(data_dir: str | None = None) -> str:
 
 def get_builder(name: str, *, data_dir: str | None = None, **config: Any
                 ) -> tfds.core.GeneratorBasedBuilder:
-  """The builder for dataset `name` with `common.make_config(**config)` (not yet prepared)."""
+  """The builder for dataset `name` (not yet prepared).
+
+  `config` holds the data-config size fields (`source_kwargs`); the builder class's
+  `make_builder_config(**config)` picks the ones it uses and names its BuilderConfig after them.
+  """
   if name not in BUILDERS:
     raise ValueError(f"unknown dataset {name!r}; known: {sorted(BUILDERS)}")
-  builder_config = common.make_config(**config)
   cls = BUILDERS[name]
+  builder_config = cls.make_builder_config(**config)
   # tfds refuses a custom config named like one of the class's own: pass that one by name.
   if builder_config.name in {c.name for c in getattr(cls, "BUILDER_CONFIGS", [])}:
     builder_config = builder_config.name
@@ -50,21 +54,38 @@ def get_builder(name: str, *, data_dir: str | None = None, **config: Any
     tempfile.tempdir = previous
 
 
-def prepare(name: str, *, data_dir: str | None = None, **config: Any
-            ) -> tfds.core.GeneratorBasedBuilder:
-  """Builds dataset `name` into array_record files unless already there; returns the builder."""
+def prepare(name: str, *, data_dir: str | None = None, manual_dir: str | None = None,
+            **config: Any) -> tfds.core.GeneratorBasedBuilder:
+  """Builds dataset `name` into array_record files unless already there; returns the builder.
+
+  `manual_dir` is where builders of user-supplied copies (COCO, VQAv2, ...) read the official
+  files from (tfds' manual_dir; None: DATA_DIR/downloads/manual).
+  """
   builder = get_builder(name, data_dir=data_dir, **config)
   tfds.disable_progress_bar()  # Keeps logs of training runs and CI readable.
+  download_config = tfds.download.DownloadConfig(
+      manual_dir=os.path.abspath(os.path.expanduser(manual_dir)) if manual_dir else None)
   # A no-op when the files exist (tfds checks the dataset_info in the versioned directory).
-  builder.download_and_prepare(file_format="array_record")
+  builder.download_and_prepare(file_format="array_record", download_config=download_config)
   return builder
 
 
-def load_source(name: str, split: str, *, data_dir: str | None = None, **config: Any):
+def source_kwargs(data_config: Any) -> dict[str, Any]:
+  """The data-config fields that locate and size a dataset (for `load_source` / `prepare`)."""
+  return dict(data_dir=data_config.data_dir, manual_dir=data_config.manual_dir,
+              image_size=data_config.image_size, num_train=data_config.num_train,
+              num_eval=data_config.num_eval, num_frames=data_config.num_frames,
+              kind=data_config.interleaved_kind, shots=data_config.shots)
+
+
+def load_source(name: str, split: str, *, data_dir: str | None = None,
+                manual_dir: str | None = None, **config: Any):
   """Split `split` of dataset `name` as a grain-compatible random-access source.
 
-  Prepares the dataset on first use, which needs nothing but pip packages.
+  Prepares the dataset on first use (generated ones need nothing but pip packages).
   """
-  if split not in SPLITS:
-    raise ValueError(f"unknown split {split!r} for {name!r}; known: {SPLITS}")
-  return prepare(name, data_dir=data_dir, **config).as_data_source()[split]
+  builder = prepare(name, data_dir=data_dir, manual_dir=manual_dir, **config)
+  sources = builder.as_data_source()
+  if split not in sources:
+    raise ValueError(f"unknown split {split!r} for {name!r}; it has {sorted(sources)}")
+  return sources[split]

@@ -48,10 +48,8 @@ def _frames_per_media(config) -> int:
 
 def load_sources(config) -> dict[str, Any]:
   """Random-access sources for `config.datasets` (prepared on first use)."""
-  return {name: datasets.load_source(
-      name, config.split, data_dir=config.data_dir, image_size=config.image_size,
-      num_train=config.num_train, num_eval=config.num_eval, num_frames=config.num_frames,
-      kind=config.interleaved_kind, shots=config.shots) for name in config.datasets}
+  return {name: datasets.load_source(name, config.split, **datasets.source_kwargs(config))
+          for name in config.datasets}
 
 
 def build_dataset(config, tokenizer: tok_lib.Tokenizer, *, process_index: int,

@@ -24,11 +24,7 @@ from mmjax.data import tokenizers as tok_lib
 def load_records(data_config: Any, split: str, limit: int | None = None,
                  dataset: str = "shapes") -> list[dict]:
   """The first `limit` records of `split` (all when None), as plain dicts with str texts."""
-  source = datasets.load_source(
-      dataset, split, data_dir=data_config.data_dir, image_size=data_config.image_size,
-      num_train=data_config.num_train, num_eval=data_config.num_eval,
-      num_frames=data_config.num_frames, kind=data_config.interleaved_kind,
-      shots=data_config.shots)
+  source = datasets.load_source(dataset, split, **datasets.source_kwargs(data_config))
   n = len(source) if limit is None else min(int(limit), len(source))
   return [_plain(source[i]) for i in range(n)]
 

@@ -8,6 +8,7 @@ independent of generation order, and the tokenizer can regenerate the training t
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -80,3 +81,8 @@ class ProceduralBuilder(tfds.core.GeneratorBasedBuilder):
   # it does not install; procedural builders download nothing, so there is no code path to read.
   code_path = None
   BUILDER_CONFIGS = [make_config()]
+
+  @classmethod
+  def make_builder_config(cls, **config: Any) -> ShapesConfig:
+    """The BuilderConfig for the data-config size fields (see `mmjax.data.datasets`)."""
+    return make_config(**config)
