@@ -152,25 +152,28 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
 
 
 def with_trainer(config: ml_collections.ConfigDict, arg: str) -> ml_collections.ConfigDict:
-  """Trainer sections: shapes captions as one-image interleaved rows ([BOS] <image> caption
-  <|endofchunk|> [EOS]); evaluation on held-out attribute combinations, with images and with
-  images blanked, plus printed sample captions."""
+  """Trainer sections: a mixture of shapes captions and visual questions, each as a one-image
+  interleaved row ([BOS] <image> caption <|endofchunk|> [EOS]; [BOS] <image> Question: q Answer:
+  a <|endofchunk|> [EOS], loss on the answer); evaluation of each task on unseen scenes and on
+  held-out colour-shape pairs, with images and with images blanked, plus printed samples."""
   m = config.model
   small = arg in ("tiny", "micro")
   data = data_config.default_data_config(
-      task="caption", as_media=True, image_size=m.vision.image_size, max_media=1,
+      datasets=("shapes", "shapes"), tasks=("caption", "vqa"), weights=(1.0, 1.0),
+      as_media=True, image_size=m.vision.image_size, max_media=1,
       text_length=32 if small else 256, num_train=4096 if arg == "tiny" else 512)
   common.trainer(config, data=data, total_steps={"tiny": 1000, "micro": 30}.get(arg, 100_000),
                  batch_size=32 if small else 8192, learning_rate=3e-3 if small else 1e-4,
                  warmup_steps=30 if small else 5000)
   every = config.total_steps // 2
-  # Caption loss on unseen scenes ('validation') and on unseen colour-shape pairs ('heldout'),
-  # each beside the same model with its images blanked: the gap is what the image is worth.
-  for split in ("validation", "heldout"):
-    config.evals[split] = ml_collections.ConfigDict(dict(
-        type="loss", every_steps=every, split=split, num_batches=4))
-    config.evals[split + "_blank"] = ml_collections.ConfigDict(dict(
-        type="loss", every_steps=every, split=split, num_batches=4, blank_images=True))
+  # Each task's loss on unseen scenes ('validation') and unseen colour-shape pairs ('heldout'),
+  # beside the same model with its images blanked: the gap is what the image is worth.
+  for task in ("caption", "vqa"):
+    for split in ("validation", "heldout"):
+      for blank in (False, True):
+        config.evals[f"{task}_{split}{'_blank' if blank else ''}"] = ml_collections.ConfigDict(
+            dict(type="loss", every_steps=every, split=split, datasets=("shapes",), task=task,
+                 num_batches=4, blank_images=blank))
   config.evals.samples = ml_collections.ConfigDict(dict(
       type="captions", every_steps=every, split="heldout", num_examples=4, max_new_tokens=24))
   return config

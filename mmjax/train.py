@@ -211,8 +211,21 @@ def _get_path(tree: Any, path: str, what: str) -> Any:
   return node
 
 
+def _restrict_to(source: Any, target: Any, where: str) -> Any:
+  """`source` without the sub-trees `target` lacks (e.g. a CLIP tower's projection head when a
+  Flamingo vision tower has none), logged; a parameter the target has and the source lacks is
+  left for the shape check to report."""
+  if not (isinstance(source, dict) and isinstance(target, dict)):
+    return source
+  dropped = sorted(set(source) - set(target))
+  if dropped:
+    log.info("init_from %s: not copying %s (this model has no such parameters)", where, dropped)
+  return {k: _restrict_to(v, target[k], f"{where}/{k}") for k, v in source.items() if k in target}
+
+
 def apply_init_from(params: Any, specs, shardings: Any) -> Any:
-  """Copies sub-trees of other runs' latest checkpoints into `params` (shapes must agree)."""
+  """Copies sub-trees of other runs' latest checkpoints into `params` (shapes must agree; source
+  parameters this model lacks, such as a projection head, are skipped)."""
   params = jax.tree_util.tree_map(lambda x: x, params)  # a fresh dict tree we may mutate
   for dst, source, src in parse_init_from(specs):
     directory = source if os.path.basename(source.rstrip("/")) == ckpt_lib.SUBDIR else \
@@ -220,6 +233,7 @@ def apply_init_from(params: Any, specs, shardings: Any) -> Any:
     restored = ckpt_lib.Checkpointer(directory, async_save=False).restore_params()
     sub = _get_path(restored, src, f"init_from source {source}")
     target = _get_path(params, dst, "init_from destination (this model)")
+    sub = _restrict_to(sub, target, f"{source}:{src}")
     src_shapes = jax.tree_util.tree_map(np.shape, sub)
     dst_shapes = jax.tree_util.tree_map(np.shape, target)
     if src_shapes != dst_shapes:

@@ -123,3 +123,12 @@ def test_config_errors_before_compute(data_dir, tmp_path):
     train.train_and_evaluate(micro_config(data_dir, **{"mesh.data": 16}), str(tmp_path / "b"))
   with pytest.raises(ValueError, match="init_from entry 'image' must look like"):
     train.parse_init_from(["image"])
+
+
+def test_init_from_skips_source_parameters_the_model_lacks():
+  """A CLIP image tower (with `proj`) initialises a Flamingo vision tower (without one)."""
+  source = {"blocks": {"w": np.ones((2, 3))}, "cls": np.zeros(3), "proj": {"kernel": np.ones(3)}}
+  target = {"blocks": {"w": np.zeros((2, 3))}, "cls": np.ones(3)}
+  got = train._restrict_to(source, target, "clip:image")  # pylint: disable=protected-access
+  assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(target)
+  np.testing.assert_array_equal(got["blocks"]["w"], source["blocks"]["w"])

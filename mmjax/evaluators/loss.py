@@ -17,8 +17,11 @@ from mmjax.data import pipeline
 from mmjax.evaluators import EvalContext, register
 
 
-def eval_data_config(config: Any, context: EvalContext):
-  """The run's data config with this evaluator's split/task/batch overrides (no augmentation)."""
+def eval_data_config(config: Any, context: EvalContext, name: str = "loss"):
+  """The run's data config with this evaluator's split/task/batch overrides (no augmentation).
+
+  Raises ValueError naming `evals.<name>` when that still leaves a mixture: an evaluation set
+  is one dataset in one task."""
   data = context.data_config.copy_and_resolve_references()
   data.unlock()
   data.split = config.get("split", "validation")
@@ -31,6 +34,10 @@ def eval_data_config(config: Any, context: EvalContext):
   if (config.get("datasets") is not None or config.get("task") is not None) and \
       config.get("tasks") is None:
     data.tasks = ()  # The run's per-dataset tasks described the run's mixture, not this one.
+  if len(data.datasets) > 1:
+    raise ValueError(f"evals.{name}: the run trains on the mixture data.datasets="
+                     f"{tuple(data.datasets)}; an evaluator reads one dataset, so give it "
+                     "datasets=(NAME,) (and task=...)")
   return data
 
 
@@ -43,9 +50,10 @@ class LossEvaluator:
     family = context.family
     self._loss = jax.jit(lambda p, b: family.loss(p, b, None, train=False))
     self._keys = family.batch_keys
+    eval_data_config(config, context, name)  # Fails at start-up, not at the first evaluation.
 
   def run(self, params: Any) -> dict[str, Any]:
-    data = eval_data_config(self.config, self.context)
+    data = eval_data_config(self.config, self.context, self.name)
     it = pipeline.make_pipeline(data, tokenizer=self.context.tokenizer, train=False)
     sums, count = collections.defaultdict(float), 0
     try:

@@ -46,7 +46,7 @@ class PerplexityEvaluator:
         b["loss_mask"]))
 
   def run(self, params: Any) -> dict[str, Any]:
-    data = eval_data_config(self.config, self.context)
+    data = eval_data_config(self.config, self.context, self.name)
     it = pipeline.make_pipeline(data, tokenizer=self.context.tokenizer, train=False)
     total, count = 0.0, 0.0
     try:

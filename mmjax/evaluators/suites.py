@@ -34,8 +34,10 @@ def shapes_suite(family: str, size: str = "full") -> ml_collections.ConfigDict:
     evals["probe_colour"] = dict(type="linear_probe", attribute="colour",
                                  train_records=64 if small else 1024, baselines=True)
   if family in ("lm", "flamingo"):
+    # One dataset and task: a run may train on a mixture (configs/flamingo.py).
     evals["perplexity"] = dict(type="perplexity", num_batches=1 if small else 4,
-                               batch_size=8 if small else None)
+                               batch_size=8 if small else None, datasets=("shapes",),
+                               task="caption" if family == "flamingo" else None)
   if family == "flamingo":
     evals["captioning"] = dict(type="captioning", num_examples=n, baselines=True,
                                max_new_tokens=8 if small else 24)
