@@ -120,8 +120,10 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     # towers instead).
     m.freeze_vision = False
     m.freeze_lm = False
-    m.vision = vision_model(image_size=64, patch_size=8, width=128, depth=2, num_heads=4,
-                            mlp_dim=256)
+    # The tower of configs/clip.py:tiny, so a CLIP run can initialise it (the paper's recipe):
+    # --config.init_from='("vision=CLIP_WORKDIR:image",)' --config.model.freeze_vision=True
+    m.vision = vision_model(image_size=64, patch_size=8, width=128, depth=4, num_heads=4,
+                            mlp_dim=512)
     m.resampler = resampler_model(width=128, depth=1, num_heads=4, head_dim=32, num_latents=16)
     m.lm = lm_configs.lm_model(vocab_size=512, width=128, depth=4, num_heads=4, num_kv_heads=2,
                                head_dim=32, mlp_dim=384, max_len=128, num_new_tokens=3)
@@ -175,5 +177,6 @@ def with_trainer(config: ml_collections.ConfigDict, arg: str) -> ml_collections.
             dict(type="loss", every_steps=every, split=split, datasets=("shapes",), task=task,
                  num_batches=4, blank_images=blank))
   config.evals.samples = ml_collections.ConfigDict(dict(
-      type="captions", every_steps=every, split="heldout", num_examples=4, max_new_tokens=24))
+      type="captions", every_steps=every, split="heldout", num_examples=4, max_new_tokens=24,
+      answers=True))
   return config
