@@ -163,28 +163,25 @@ class Emoji(offline.OfflineBuilder, skip_registration=True):
     self.package_file(TWEMOJI[0], "package/emoji.json")
     noto = {"train": [], "validation": [], "test": []}
     for e in noto_index(font, annotations):
-      noto[offline.hashed_split(e.group)].append(e)
-    splits = {split: self._noto(font, offline.cap(items, self.builder_config))
+      noto[offline.hashed_split(e.group)].append((e, None))
+    self._font = font  # pylint: disable=attribute-defined-outside-init
+    splits = {split: self._generate_examples(offline.cap(items, self.builder_config))
               for split, items in noto.items()}
-    splits["twemoji"] = self._twemoji(
+    splits["twemoji"] = self._generate_examples(
         offline.cap(twemoji_index(npm_dir, annotations), self.builder_config))
     return splits
 
-  def _record(self, e: EmojiItem, png: bytes, style: str) -> dict:
-    return {"image": png, "captions": captions(e), "name": e.name, "keywords": list(e.keywords),
-            "codepoints": e.key, "style": style}
-
-  def _noto(self, font, items: list[EmojiItem]):
-    for e in items:
-      png = offline.fit_square_png(render(font, e.text), self.builder_config.image_size)
-      yield e.key, self._record(e, png, "noto")
-
-  def _twemoji(self, items: list[tuple[EmojiItem, str]]):
-    for e, path in items:
+  def _example(self, item: tuple[EmojiItem, str | None]) -> tuple[str, dict]:
+    """A Noto rendering (path None) or the Twemoji PNG at `path`."""
+    e, path = item
+    if path is None:
+      png = offline.fit_square_png(render(self._font, e.text), self.builder_config.image_size)
+    else:
       if not os.path.exists(path):
         raise offline.MissingOfflineData(f"{path} listed in emoji.json is missing: reinstall "
                                          f"npm {TWEMOJI[0]} with {offline.INSTALL_SCRIPT}")
       with Image.open(path) as img:
         png = offline.fit_square_png(img, self.builder_config.image_size)
-      yield e.key, self._record(e, png, "twemoji")
-
+    return e.key, {"image": png, "captions": captions(e), "name": e.name,
+                   "keywords": list(e.keywords), "codepoints": e.key,
+                   "style": "noto" if path is None else "twemoji"}

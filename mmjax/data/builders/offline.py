@@ -14,7 +14,7 @@ import dataclasses
 import io
 import os
 import zlib
-from typing import Any
+from typing import Any, Iterable
 
 import tensorflow_datasets as tfds
 from PIL import Image
@@ -29,7 +29,7 @@ PACKAGES = {
     "wordnet-base": "debian",
     "emoji-datasource-twitter": "npm",
 }
-# Stable ids of the hashed splits' buckets (part of every split decision; never change).
+# Default share (in %) of the hashed evaluation splits; the rest is 'train'.
 SPLIT_PERCENT = {"test": 10, "validation": 10}
 
 
@@ -70,13 +70,15 @@ def make_config(*, image_size: int = 64, max_examples: int | None = None) -> Off
   return OfflineConfig(name=name, image_size=image_size, max_examples=max_examples)
 
 
-def hashed_split(key: str) -> str:
-  """'train', 'validation' or 'test' from a stable hash of `key` (80/10/10): membership never
-  depends on what else is in the package, so a newer package version moves no old item."""
+def hashed_split(key: str, percent: dict[str, int] | None = None) -> str:
+  """'train', 'validation' or 'test' from a stable hash (CRC-32) of `key`, with `percent`
+  (default SPLIT_PERCENT, 80/10/10) of keys in test / validation: membership never depends on
+  what else is in the package, so a newer package version moves no old item."""
+  percent = SPLIT_PERCENT if percent is None else percent
   bucket = zlib.crc32(key.encode("utf-8")) % 100
-  if bucket < SPLIT_PERCENT["test"]:
+  if bucket < percent["test"]:
     return "test"
-  if bucket < SPLIT_PERCENT["test"] + SPLIT_PERCENT["validation"]:
+  if bucket < percent["test"] + percent["validation"]:
     return "validation"
   return "train"
 
@@ -123,6 +125,15 @@ class OfflineBuilder(tfds.core.GeneratorBasedBuilder):
     the generated datasets' fields (num_train, ...) do not apply and are ignored."""
     return make_config(image_size=config.get("image_size", 64),
                        max_examples=config.get("max_examples"))
+
+  def _generate_examples(self, items: Iterable[Any]):
+    """(key, record) of each item of a split (what `_split_generators` listed)."""
+    for item in items:
+      yield self._example(item)
+
+  def _example(self, item: Any) -> tuple[Any, dict]:
+    """(unique key, record) of one item; every builder defines it."""
+    raise NotImplementedError
 
   def package_file(self, package: str, relpath: str) -> str:
     """`offline.package_file` under this builder's data directory root."""
