@@ -13,7 +13,8 @@
 #         tuxpaint-stamps-default                      -> tuxpaint (PNG, text and licence files only;
 #                                                         the spoken descriptions, ~130 MB, are left out)
 #         dataset-fashion-mnist                        -> fashion_mnist
-#         wordnet-base                                 -> text
+#         wordnet-base, r-cran-janeaustenr             -> text (Austen's novels are read from the
+#                                                         R data files by Python; R is not installed)
 #   DATA_DIR/npm/emoji-datasource-twitter/package/  `npm pack` (no install, no scripts): Twemoji
 #       64 px PNGs and emoji.json -> the emoji dataset's 'twemoji' split.
 #   DATA_DIR/weights/...  scripts/fetch_weights.sh (SmolLM2-135M GGUF, all-MiniLM-L6-v2).
@@ -52,8 +53,9 @@ declare -A DEBIAN_MARKER=(
   [tuxpaint-stamps-default]="usr/share/tuxpaint/stamps/animals/amphibians/frog.txt"
   [dataset-fashion-mnist]="usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz"
   [wordnet-base]="usr/share/wordnet/data.noun"
+  [r-cran-janeaustenr]="usr/lib/R/site-library/janeaustenr/data/Rdata.rdx"
 )
-DEBIAN_PACKAGES=(fonts-noto-color-emoji unicode-cldr-core tuxpaint-stamps-default dataset-fashion-mnist wordnet-base)
+DEBIAN_PACKAGES=(fonts-noto-color-emoji unicode-cldr-core tuxpaint-stamps-default dataset-fashion-mnist wordnet-base r-cran-janeaustenr)
 
 has_candidate() {  # apt knows a downloadable version of package $1
   local policy

@@ -5,7 +5,7 @@ grain pipelines.
   builders/         tfds builders: shapes, shapes_interleaved, shapes_video; from installed
                     packages (offline.py): emoji, tuxpaint, fashion_mnist, text
   datasets.py       data_dir, registry, prepare-on-first-use, random-access sources
-  tokenizers.py     shapes_sp, wordnet_sp, gpt2, clip, bert_wordpiece; <image>/<|endofchunk|> handling
+  tokenizers.py     shapes_sp, text_sp, gpt2, clip, bert_wordpiece; <image>/<|endofchunk|> handling
   preprocess.py     PNG decode, open_clip-matching resize/crop/normalise, augmentation
   packing.py        segments -> tokens / loss_mask / media_locations
   tasks.py          one stored record -> one batch row, per task

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mmjax.data import datasets, pipeline, preprocess, tokenizers
-from mmjax.data.builders import emoji, fashion_mnist, offline, text, tuxpaint
+from mmjax.data.builders import emoji, fashion_mnist, offline, rdata, text, tuxpaint
 from mmjax.evaluators import common as eval_common
 from mmjax.evaluators import zeroshot
 
@@ -19,7 +19,7 @@ SMALL = dict(image_size=32, max_examples=24)
 MARKERS = [(emoji.FONT[0], emoji.FONT[1]), (emoji.CLDR[0], emoji.CLDR[1] + "/annotations/en.xml"),
            (emoji.TWEMOJI[0], "package/emoji.json"), (tuxpaint.PACKAGE, tuxpaint.STAMPS),
            (fashion_mnist.PACKAGE, fashion_mnist.ROOT + "/t10k-labels-idx1-ubyte.gz"),
-           (text.PACKAGE, text.ROOT + "/data.noun")]
+           (text.PACKAGE, text.ROOT + "/data.noun"), (text.AUSTEN_PACKAGE, text.AUSTEN_RDX)]
 
 
 @pytest.fixture(scope="module")
@@ -125,8 +125,8 @@ def test_fashion_mnist_files_and_small_splits(packages, offline_dir):
     datasets.class_names("emoji")
 
 
-def test_wordnet_glosses(packages, offline_dir):
-  wordnet_dir = os.path.join(packages, "debian", text.PACKAGE, text.ROOT)
+def test_text_corpus_wordnet_glosses_and_austen(packages, offline_dir):
+  wordnet_dir, rdx = text.source_paths(packages)
   entries = list(text.glosses(wordnet_dir))
   assert len(entries) == 117659
   first = entries[0]
@@ -135,11 +135,21 @@ def test_wordnet_glosses(packages, offline_dir):
   offset, words, gloss = text.parse_line(
       "00020103 00 s 02 outback(a) 0 remote 0 003 & 00019874 a 0000 | inaccessible")
   assert (offset, words, gloss) == ("00020103", ["outback", "remote"], "inaccessible")
+  books = rdata.lazyload(rdx)
+  assert sorted(books) == sorted(text.AUSTEN_BOOKS)
+  assert len(books["prideprejudice"]) == 13030 and books["emma"][0] == "EMMA"
+  austen = list(text.austen(rdx))
+  pride = [p for b, p in austen if b == "prideprejudice"]
+  assert pride[0] == ("It is a truth universally acknowledged, that a single man in possession "
+                      "of a good fortune, must be in want of a wife.")
+  assert len(austen) == 9842 and all(len(p.split()) >= text.MIN_AUSTEN_WORDS for _, p in austen)
   src = datasets.load_source("text", "validation", data_dir=offline_dir, **SMALL)
   assert len(src) == 24
-  ex = src[0]
-  assert ex["text"].decode() == text.document([w.decode() for w in ex["words"]],
-                                              ex["gloss"].decode())
+  docs = {key: doc for key, _, doc in text.documents(wordnet_dir, rdx)}
+  for i in range(4):
+    ex = src[i]
+    key = ex["key"].decode()
+    assert text.split_of(key) == "validation" and ex["text"].decode() == docs[key]
 
 
 def _data_config(data_dir, **overrides):
@@ -173,10 +183,10 @@ def test_missing_package_error_names_package_and_script(tmp_path):
     datasets.get_builder("tuxpaint", data_dir=str(tmp_path), max_exampels=3)
 
 
-def test_wordnet_sp_tokenizer_trains_on_the_glosses(offline_dir):
-  tok = tokenizers.get_tokenizer("wordnet_sp", data_dir=offline_dir, vocab_size=512, limit=1000)
+def test_text_sp_tokenizer_trains_on_the_text_dataset(offline_dir):
+  tok = tokenizers.get_tokenizer("text_sp", data_dir=offline_dir, vocab_size=512, limit=1000)
   assert tok.vocab_size == 512 and (tok.pad_id, tok.bos_id, tok.eos_id) == (0, 2, 3)
-  corpus = tokenizers.wordnet_corpus(offline_dir, limit=1000)
+  corpus = tokenizers.text_corpus(offline_dir, limit=1000)
   assert len(corpus) == 1000 and corpus[0].startswith("entity: that which is perceived")
   for line in corpus[:20]:
     assert tok.decode(tok.encode(line)) == line

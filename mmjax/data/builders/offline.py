@@ -27,6 +27,7 @@ PACKAGES = {
     "tuxpaint-stamps-default": "debian",
     "dataset-fashion-mnist": "debian",
     "wordnet-base": "debian",
+    "r-cran-janeaustenr": "debian",
     "emoji-datasource-twitter": "npm",
 }
 # Default share (in %) of the hashed evaluation splits; the rest is 'train'.

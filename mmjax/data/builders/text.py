@@ -1,11 +1,17 @@
-"""`text`: an English text corpus for language-model pre-training: the WordNet 3.0 glosses.
+"""`text`: an English corpus for language-model pre-training: WordNet glosses and Jane Austen.
 
-Source: Debian wordnet-base, `usr/share/wordnet/data.{noun,verb,adj,adv}`: one synset per line,
-`offset lex_filenum ss_type w_cnt word lex_id ... | gloss` (wndb(5WN)). Each record is one synset
-written as "dog, domestic dog, Canis familiaris: a member of the genus Canis ...; \"the dog
-barked all night\"" (its words, then its gloss with the usage examples WordNet quotes). 117,659
-synsets; splits hashed on (part of speech, offset): 96% 'train', 2% 'validation', 2% 'test'.
-(Austen's novels, also offline in r-cran-janeaustenr, would need an R lazy-load reader: not done.)
+Sources (both Debian packages):
+- wordnet-base, `usr/share/wordnet/data.{noun,verb,adj,adv}`: one synset per line,
+  `offset lex_filenum ss_type w_cnt word lex_id ... | gloss` (wndb(5WN)). A synset becomes
+  "dog, domestic dog, Canis familiaris: a member of the genus Canis ...; \"the dog barked all
+  night\"" (its words, then its gloss with the usage examples WordNet quotes): 117,659 documents.
+- r-cran-janeaustenr, the six novels as R character vectors (one per printed line) in an R
+  lazy-load database, read without R by `rdata.py`. A paragraph (lines up to a blank line, joined
+  by spaces) becomes a document; paragraphs of fewer than MIN_AUSTEN_WORDS words (headings such
+  as "CHAPTER I") are dropped.
+Splits are hashed on each document's key ('wordnet:noun:00001740', 'austen:emma:12'): 96%
+'train', 2% 'validation', 2% 'test'. `documents()` lists the same documents without tfds (the
+`text_sp` tokenizer trains on its 'train' part).
 """
 
 from __future__ import annotations
@@ -16,10 +22,15 @@ from typing import Iterator
 
 import tensorflow_datasets as tfds
 
-from mmjax.data.builders import common, offline
+from mmjax.data.builders import offline, rdata
 
 PACKAGE = "wordnet-base"
 ROOT = "usr/share/wordnet"
+AUSTEN_PACKAGE = "r-cran-janeaustenr"
+AUSTEN_RDX = "usr/lib/R/site-library/janeaustenr/data/Rdata.rdx"
+AUSTEN_BOOKS = ("sensesensibility", "prideprejudice", "mansfieldpark", "emma",
+                "northangerabbey", "persuasion")  # Publication order, as austen_books() lists.
+MIN_AUSTEN_WORDS = 4
 POS_FILES = {"noun": "data.noun", "verb": "data.verb", "adj": "data.adj", "adv": "data.adv"}
 SPLIT_PERCENT = {"test": 2, "validation": 2}
 _ADJ_MARKER = re.compile(r"\((a|p|ip)\)$")  # Syntactic markers on adjectives: outback(a).
@@ -52,8 +63,57 @@ def document(words: list[str], gloss: str) -> str:
   return f"{', '.join(words)}: {gloss}"
 
 
+def paragraphs(lines: list[str | None]) -> list[str]:
+  """Blank-line separated paragraphs of `lines`, each joined by single spaces."""
+  out, current = [], []
+  for line in lines + [""]:
+    line = (line or "").strip()
+    if line:
+      current.append(line)
+    elif current:
+      out.append(" ".join(current))
+      current = []
+  return out
+
+
+def austen(rdx_path: str) -> Iterator[tuple[str, str]]:
+  """(book, paragraph) of the six novels with at least MIN_AUSTEN_WORDS words, in order."""
+  books = rdata.lazyload(rdx_path)
+  for book in AUSTEN_BOOKS:
+    if book not in books:
+      raise ValueError(f"{rdx_path}: no novel {book!r} (has {sorted(books)})")
+    for paragraph in paragraphs(books[book]):
+      if len(paragraph.split()) >= MIN_AUSTEN_WORDS:
+        yield book, paragraph
+
+
+def documents(wordnet_dir: str, austen_rdx: str) -> Iterator[tuple[str, str, str]]:
+  """(key, source, text) of every document: the WordNet synsets, then Austen's paragraphs."""
+  for pos, offset, words, gloss in glosses(wordnet_dir):
+    yield f"wordnet:{pos}:{offset}", "wordnet-3.0", document(words, gloss)
+  counts: dict[str, int] = {}
+  for book, paragraph in austen(austen_rdx):
+    counts[book] = counts.get(book, 0) + 1
+    yield f"austen:{book}:{counts[book] - 1}", f"austen:{book}", paragraph
+
+
+def split_of(key: str) -> str:
+  """The split of document `key`."""
+  return offline.hashed_split(key, SPLIT_PERCENT)
+
+
+def source_paths(data_dir: str) -> tuple[str, str]:
+  """(WordNet dict directory, Austen .rdx) under `data_dir`; MissingOfflineData names the
+  package when either is absent."""
+  for name in POS_FILES.values():
+    offline.package_file(data_dir, PACKAGE, f"{ROOT}/{name}")
+  rdx = offline.package_file(data_dir, AUSTEN_PACKAGE, AUSTEN_RDX)
+  offline.package_file(data_dir, AUSTEN_PACKAGE, AUSTEN_RDX[:-4] + ".rdb")
+  return offline.package_file(data_dir, PACKAGE, ROOT), rdx
+
+
 class Text(offline.OfflineBuilder, skip_registration=True):
-  """WordNet glosses as LM text (see the module docstring)."""
+  """WordNet glosses and Austen's paragraphs as LM text (see the module docstring)."""
 
   @classmethod
   def make_builder_config(cls, **config) -> offline.OfflineConfig:
@@ -65,27 +125,20 @@ class Text(offline.OfflineBuilder, skip_registration=True):
         builder=self,
         description=__doc__,
         features=tfds.features.FeaturesDict({
-            "text": tfds.features.Text(),  # What the LM reads (see `document`).
-            "words": common.TEXTS,
-            "gloss": tfds.features.Text(),
-            "pos": tfds.features.Text(),  # 'noun', 'verb', 'adj' or 'adv'.
-            "source": tfds.features.Text(),  # 'wordnet-3.0'.
+            "text": tfds.features.Text(),  # What the LM reads.
+            "source": tfds.features.Text(),  # 'wordnet-3.0' or 'austen:<book>'.
+            "key": tfds.features.Text(),  # e.g. 'wordnet:noun:00001740', 'austen:emma:12'.
         }),
     )
 
   def _split_generators(self, dl_manager):
     del dl_manager  # Reads installed package files only.
-    wordnet_dir = os.path.dirname(self.package_file(PACKAGE, f"{ROOT}/data.noun"))
-    for name in POS_FILES.values():
-      self.package_file(PACKAGE, f"{ROOT}/{name}")
     splits = {"train": [], "validation": [], "test": []}
-    for pos, offset, words, gloss in glosses(wordnet_dir):
-      splits[offline.hashed_split(f"{pos}:{offset}", SPLIT_PERCENT)].append(
-          (f"{pos}:{offset}", pos, words, gloss))
+    for key, source, text in documents(*source_paths(self.data_dir_root)):
+      splits[split_of(key)].append((key, source, text))
     return {split: self._generate_examples(offline.cap(items, self.builder_config))
             for split, items in splits.items()}
 
-  def _example(self, item: tuple[str, str, list[str], str]) -> tuple[str, dict]:
-    key, pos, words, gloss = item
-    return key, {"text": document(words, gloss), "words": words, "gloss": gloss, "pos": pos,
-                 "source": "wordnet-3.0"}
+  def _example(self, item: tuple[str, str, str]) -> tuple[str, dict]:
+    key, source, text = item
+    return key, {"text": text, "source": source, "key": key}
