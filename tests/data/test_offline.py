@@ -81,6 +81,8 @@ def test_emoji_small_splits_prepare(offline_dir):
       ex = src[i]
       assert ex["style"].decode() == style
       assert ex["captions"][0] == ex["name"] and ex["name"]
+      if style == "noto":
+        assert ex["emoji_split"].decode() == split
       img = preprocess.decode_png(ex["image"])
       assert img.size == (32, 32)
       # The glyph is drawn on white: the corners are background, the middle is not.

@@ -152,6 +152,9 @@ class Emoji(offline.OfflineBuilder, skip_registration=True):
             "keywords": common.TEXTS,
             "codepoints": tfds.features.Text(),  # e.g. '1F600' (without VS16).
             "style": tfds.features.Text(),  # 'noto' or 'twemoji'.
+            # The Noto split this emoji is in (train/validation/test), also on 'twemoji'
+            # records: zero-shot transfer can keep the emoji never seen in training.
+            "emoji_split": tfds.features.Text(),
         }),
     )
 
@@ -184,4 +187,5 @@ class Emoji(offline.OfflineBuilder, skip_registration=True):
         png = offline.fit_square_png(img, self.builder_config.image_size)
     return e.key, {"image": png, "captions": captions(e), "name": e.name,
                    "keywords": list(e.keywords), "codepoints": e.key,
-                   "style": "noto" if path is None else "twemoji"}
+                   "style": "noto" if path is None else "twemoji",
+                   "emoji_split": offline.hashed_split(e.group)}
