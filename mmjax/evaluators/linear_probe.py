@@ -2,7 +2,8 @@
 
 Features are standardised with the training set's statistics; the weights are fit full-batch by
 L-BFGS (optax) with an L2 penalty. The evaluator probes a family's image features on `shapes`
-single-object scenes for `shape` or `colour` labels; baseline: the most frequent training class.
+single-object scenes for `shape` or `colour` labels, or on a labelled dataset's `label`
+(`dataset='fashion_mnist'`); baseline: the most frequent training class.
 """
 
 from __future__ import annotations
@@ -61,16 +62,18 @@ def probe_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
 
 @register("linear_probe")
 class LinearProbeEvaluator:
-  """Probe accuracy of the family's frozen image features. Config: attribute, train_records,
-  split, num_examples, l2, steps, batch_size, baselines."""
+  """Probe accuracy of the family's frozen image features. Config: dataset ('shapes' or a
+  labelled one), attribute (shapes only), train_records, split, num_examples, l2, steps,
+  batch_size, baselines."""
 
   def __init__(self, name: str, config: Any, context: EvalContext):
     self.name, self.config, self.context = name, config, context
 
   def _features(self, params, split, limit):
-    records = common.load_records(self.context.data_config, split, limit)
-    idx, labels, classes = zeroshot.single_object_labels(records,
-                                                         self.config.get("attribute", "shape"))
+    dataset = self.config.get("dataset", "shapes")
+    records = common.load_records(self.context.data_config, split, limit, dataset=dataset)
+    idx, labels, classes = zeroshot.dataset_labels(records, dataset,
+                                                   self.config.get("attribute", "shape"))
     imgs = common.images([records[i] for i in idx], self.context.data_config)
     feats = emb_lib.image_features(self.context.family, params, imgs,
                                    self.config.get("batch_size", 64))

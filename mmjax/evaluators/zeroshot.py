@@ -2,7 +2,9 @@
 
 A class embedding is the re-normalised mean of the normalised text embeddings of every template
 filled with the class name; an image is classified by cosine similarity. On `shapes` the images
-are the single-object scenes of the split and the label is the object's `shape` or `colour`.
+are the single-object scenes of the split and the label is the object's `shape` or `colour`; on
+a labelled dataset (`dataset='fashion_mnist'`) every record with its `label` and the dataset's
+class names (`mmjax.data.datasets.class_names`).
 Baselines: chance (1/C, k/C) and the most frequent class of the evaluated images.
 """
 
@@ -12,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mmjax.data import shapes_world
+from mmjax.data import datasets, shapes_world
 from mmjax.evaluators import EvalContext, common, register
 from mmjax.evaluators import embeddings as emb_lib
 from mmjax.evaluators import templates as templates_lib
@@ -48,10 +50,23 @@ def single_object_labels(records: Sequence[dict], attribute: str
   return idx, labels, classes
 
 
+def dataset_labels(records: Sequence[dict], dataset: str, attribute: str = "shape"
+                   ) -> tuple[list[int], list[int], list[str]]:
+  """(record indices, label ids, class names) of `dataset`'s records: shapes' single-object
+  scenes by `attribute`, otherwise each record's `label` (attribute unused)."""
+  if dataset == "shapes":
+    return single_object_labels(records, attribute)
+  classes = list(datasets.class_names(dataset))
+  labels = [int(r["label"]) for r in records]
+  return list(range(len(records))), labels, classes
+
+
 @register("zeroshot")
 class ZeroShotEvaluator:
-  """Top-1/top-5 zero-shot accuracy. Config: split, num_examples, attribute ('shape' /
-  'colour'), templates (a templates.TEMPLATES name or a list), batch_size, baselines."""
+  """Top-1/top-5 zero-shot accuracy. Config: dataset ('shapes' or a labelled one such as
+  'fashion_mnist'), split, num_examples, attribute ('shape' / 'colour', shapes only), templates
+  (a templates.TEMPLATES name or a list; default 'shapes' on shapes, else 'openai_imagenet'),
+  batch_size, baselines."""
 
   def __init__(self, name: str, config: Any, context: EvalContext):
     self.name, self.config, self.context = name, config, context
@@ -61,12 +76,14 @@ class ZeroShotEvaluator:
 
   def run(self, params: Any) -> dict[str, Any]:
     cfg, data = self.config, self.context.data_config
-    records = common.load_records(data, cfg.get("split", "validation"), cfg.get("num_examples"))
-    attribute = cfg.get("attribute", "shape")
-    idx, labels, classes = single_object_labels(records, attribute)
+    dataset = cfg.get("dataset", "shapes")
+    records = common.load_records(data, cfg.get("split", "validation"), cfg.get("num_examples"),
+                                  dataset=dataset)
+    idx, labels, classes = dataset_labels(records, dataset, cfg.get("attribute", "shape"))
     if not idx:
-      raise ValueError(f"evals.{self.name}: no single-object scenes in the split")
-    templates = cfg.get("templates", "shapes")
+      raise ValueError(f"evals.{self.name}: no labelled images in {dataset!r} split "
+                       f"{cfg.get('split', 'validation')!r}")
+    templates = cfg.get("templates", "shapes" if dataset == "shapes" else "openai_imagenet")
     templates = templates_lib.TEMPLATES[templates] if isinstance(templates, str) else templates
     image_emb = self.embedder.images(params, common.images([records[i] for i in idx], data))
     cls = class_embeddings(lambda t: self.embedder.texts(params, t), classes, templates)

@@ -84,5 +84,7 @@ class ProceduralBuilder(tfds.core.GeneratorBasedBuilder):
 
   @classmethod
   def make_builder_config(cls, **config: Any) -> ShapesConfig:
-    """The BuilderConfig for the data-config size fields (see `mmjax.data.datasets`)."""
+    """The BuilderConfig for the data-config size fields (see `mmjax.data.datasets`);
+    `max_examples` (a cap for the real datasets) does not apply to generated ones."""
+    config.pop("max_examples", None)
     return make_config(**config)
