@@ -13,11 +13,28 @@ from typing import Any
 import tensorflow_datasets as tfds
 
 from mmjax.data.builders import common, shapes, shapes_interleaved, shapes_video
+from mmjax.data.builders import coco_captions, image_folder, interleaved_jsonl
+from mmjax.data.builders import multiple_choice, vqa, webdataset
 
 BUILDERS = {
     "shapes": shapes.Shapes,
     "shapes_interleaved": shapes_interleaved.ShapesInterleaved,
     "shapes_video": shapes_video.ShapesVideo,
+    # User-supplied copies in their official formats, read from data.manual_dir (README, "Bringing
+    # your own data").
+    "coco_captions": coco_captions.CocoCaptions,
+    "flickr30k": coco_captions.Flickr30k,
+    "nocaps": coco_captions.NoCaps,
+    "vqav2": vqa.VQAv2,
+    "okvqa": vqa.OKVQA,
+    "gqa": vqa.GQA,
+    "textvqa": vqa.TextVQA,
+    "scienceqa": multiple_choice.ScienceQA,
+    "mmmu": multiple_choice.MMMU,
+    "imagenet": image_folder.ImageNet,
+    "webdataset": webdataset.WebDataset,
+    "mmc4": interleaved_jsonl.MMC4,
+    "obelics": interleaved_jsonl.OBELICS,
 }
 SPLITS = tuple(common.SPLIT_IDS)
 

@@ -1,0 +1,147 @@
+"""What builders of user-supplied copies share: finding the official files under `manual_dir`,
+the error that says what to download, and turning image files into stored PNG bytes.
+
+Each dataset reads `<manual_dir>/<SUBDIR>/...` (manual_dir: `data.manual_dir`, default
+`<data_dir>/downloads/manual`). Images are decoded with Pillow, converted to RGB (COCO and
+ImageNet hold some greyscale and CMYK JPEGs, which are valid images), and resized so that the
+shorter side is `image_size` (aspect kept; the pipeline crops). An image file that exists but does
+not decode is stored as empty bytes, counted and logged, so the pipeline's `on_bad_example` policy
+('skip' or 'raise') decides what happens to it; a file that is missing from a curated benchmark
+stops the build (an incomplete copy), while web-scale formats (webdataset shards, MMC4/OBELICS)
+drop and count missing images, which dead URLs make routine there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import logging
+import os
+from typing import Any, Iterable
+
+import tensorflow_datasets as tfds
+from PIL import Image
+
+
+
+class MissingDataError(FileNotFoundError):
+  """A file of a user-supplied dataset is not where the builder expects it."""
+
+
+@dataclasses.dataclass(eq=False)
+class ManualConfig(tfds.core.BuilderConfig):
+  """Size of a dataset built from the user's files: only the stored image size varies."""
+  image_size: int = 64  # Shorter side of the stored images, in pixels (data.image_size).
+
+
+def make_config(*, image_size: int = 64, **unused: Any) -> ManualConfig:
+  """The config of data.image_size (the other data-config size fields only size generated data)."""
+  del unused
+  if image_size < 1:
+    raise ValueError(f"image_size must be >= 1, got {image_size}")
+  return ManualConfig(name=f"{image_size}px", image_size=image_size)
+
+
+def to_png(data: bytes, size: int) -> bytes:
+  """RGB PNG bytes of an encoded image with its shorter side resized to `size`.
+
+  Raises ValueError (with Pillow's reason) when the bytes do not decode.
+  """
+  try:
+    img = Image.open(io.BytesIO(data))
+    img.load()
+  except (OSError, SyntaxError, ValueError) as e:  # PIL raises all three for corrupt files.
+    raise ValueError(f"cannot decode image ({type(e).__name__}: {e})") from e
+  img = img.convert("RGB")
+  w, h = img.size
+  scale = size / min(w, h)
+  if scale != 1:
+    img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BICUBIC)
+  out = io.BytesIO()
+  img.save(out, format="PNG")
+  return out.getvalue()
+
+
+class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """Base of the builders that read official files from manual_dir (abstract for tfds).
+
+  Subclasses set SUBDIR (their folder under manual_dir) and DOWNLOAD (what to get, with the
+  official URLs, and where to put it), and call `self.root(dl_manager)` / `self.require(...)`.
+  Subclasses pass `skip_registration=True`: several names (coco_captions, imagenet, ...) are also
+  tfds catalogue datasets, and registering ours would collide when tfds loads its own; mmjax
+  finds builders through `mmjax.data.datasets.BUILDERS`, not tfds' registry.
+  """
+
+  VERSION = tfds.core.Version("1.0.0")
+  BUILDER_CONFIG_CLASS = ManualConfig
+  BUILDER_CONFIGS = [make_config()]
+  # tfds looks for a checksums file beside the code through importlib_resources; these builders
+  # download nothing (the user brings the files), so there is nothing to check.
+  code_path = None
+  SUBDIR = ""
+  DOWNLOAD = ""
+
+  @classmethod
+  def make_builder_config(cls, **config: Any) -> ManualConfig:
+    """The BuilderConfig for the data-config size fields (see `mmjax.data.datasets`)."""
+    return make_config(**config)
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    self.bad_images = 0  # Images that exist but do not decode (stored empty, see module doc).
+    self.missing_images = 0  # Referenced images absent from a web-scale copy (dropped).
+
+  def make_info(self, description: str, features: dict) -> tfds.core.DatasetInfo:
+    """DatasetInfo keeping the files' order (tfds otherwise shuffles by key hash): evaluation
+    reads splits in stored order, so its first N examples are the official file's first N."""
+    return tfds.core.DatasetInfo(builder=self, description=description,
+                                 features=tfds.features.FeaturesDict(features),
+                                 disable_shuffling=True)
+
+  def root(self, dl_manager) -> str:
+    """`<manual_dir>/<SUBDIR>`. tfds' public `manual_dir` property only asserts that the folder
+    is non-empty, without naming what belongs in it, so the path is read directly and `require`
+    gives the useful error. tfds always sets it (default `<data_dir>/downloads/manual`)."""
+    self._root = os.path.join(os.fspath(dl_manager._manual_dir), self.SUBDIR)  # pylint: disable=protected-access
+    return self._root
+
+  def require(self, path: str, what: str = "file") -> str:
+    """`path` if it exists, else MissingDataError naming it, what to download and where."""
+    if not os.path.exists(path):
+      raise MissingDataError(
+          f"{self.name}: expected {what} {path} is missing. {self.DOWNLOAD} Put the files "
+          f"under {getattr(self, '_root', self.SUBDIR)} (<data.manual_dir>/{self.SUBDIR}).")
+    return path
+
+  def image(self, path: str, *, missing_ok: bool = False) -> bytes | None:
+    """Stored PNG bytes of image file `path`: b'' when it does not decode (counted), None when
+    it is absent and `missing_ok` (counted), MissingDataError when absent otherwise."""
+    if not os.path.exists(path):
+      if missing_ok:
+        self.missing_images += 1
+        return None
+      self.require(path, "image")
+    with open(path, "rb") as f:
+      return self.image_bytes(f.read(), path)
+
+  def image_bytes(self, data: bytes, where: str) -> bytes:
+    """Stored PNG bytes of encoded image `data` (b'' and counted when it does not decode)."""
+    try:
+      return to_png(data, self.builder_config.image_size)
+    except ValueError as e:
+      self.bad_images += 1
+      logging.warning("%s: %s: %s (stored empty; data.on_bad_example decides)", self.name,
+                      where, e)
+      return b""
+
+  def report(self) -> None:
+    """Logs the bad/missing image counts once a split is written."""
+    if self.bad_images or self.missing_images:
+      logging.warning("%s: %d undecodable images stored empty, %d missing images dropped",
+                      self.name, self.bad_images, self.missing_images)
+
+
+def files(folder: str, suffixes: Iterable[str]) -> list[str]:
+  """Sorted paths of the files in `folder` (not recursive) whose names end in `suffixes`."""
+  suffixes = tuple(suffixes)
+  return sorted(os.path.join(folder, n) for n in os.listdir(folder) if n.endswith(suffixes))
