@@ -310,6 +310,7 @@ def test_flickr30k_and_nocaps_records(manual_dir, formats_data_dir):
 def test_vqav2_records_group_questions_per_image(manual_dir, formats_data_dir, name):
   src = source(manual_dir, formats_data_dir, name, "validation")
   assert len(src) == 2
+  assert os.path.isdir(os.path.join(formats_data_dir, name, f"{SIZE}px"))  # Named by the key.
   r = src[0]
   assert text(r["image_id"]) == "42"
   assert [text(q) for q in r["questions"]] == ["Is it red?", "How many?"]
@@ -454,3 +455,36 @@ def test_vqa_evaluator_accuracy_on_vqav2_fixture(manual_dir, formats_data_dir, m
   # "Yes" -> 1; "2" vs 2x"two" 8x"three": (2 * 1/3 + 8 * 2/3) / 10 = 0.6; "red" vs "blue": 0.
   assert results["vqa/num_questions"] == 3
   assert results["vqa/accuracy"] == pytest.approx((1.0 + 0.6 + 0.0) / 3)
+
+
+def test_multiple_choice_evaluator_uses_the_records_options(manual_dir, formats_data_dir,
+                                                            make_config, monkeypatch):
+  from mmjax.evaluators import EvalContext  # pylint: disable=import-outside-toplevel
+  from mmjax.evaluators import multiple_choice  # pylint: disable=import-outside-toplevel
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  data = make_config(manual_dir=manual_dir[0])
+  data.unlock()
+  data.data_dir = formats_data_dir
+  seen = []
+
+  def fake_scores(context, params, image, prompt, options):
+    seen.append((prompt, tuple(options)))
+    # Log-likelihoods that always prefer "dog".
+    return np.array([-5.0 if o != "dog" else -1.0 for o in options]), np.ones(len(options))
+  monkeypatch.setattr(multiple_choice, "option_scores", fake_scores)
+
+  class Family:
+    family_name = "fake"
+    predict_logits = None
+  results = {}
+  for split in ("train", "test"):  # Correct answers: "dog" (train), "trout" (test).
+    cfg = ml_collections.ConfigDict(dict(type="multiple_choice", split=split,
+                                         dataset="scienceqa", baselines=False))
+    results[split] = multiple_choice.MultipleChoiceEvaluator(
+        "mc", cfg, EvalContext(Family(), data, None)).run(None)
+  assert results["train"]["mc/accuracy"] == 1.0 and results["test"]["mc/accuracy"] == 0.0
+  assert seen[0] == ("<image>Question: Pick one animal. Which is a mammal? Answer:",
+                     ("frog", "dog", "trout"))
+  assert multiple_choice.question_rows([{"options": ["a", "b"], "question": "Q?",
+                                         "answer": "b", "context": ""}]) == \
+      [(0, "Q?", ("a", "b"), "b")]

@@ -66,6 +66,7 @@ class _Karpathy(manual.ManualBuilder, skip_registration=True):
 class CocoCaptions(_Karpathy, skip_registration=True):
   """COCO Captions (2014 images) in Karpathy's split."""
 
+  name = "coco_captions"
   SUBDIR, JSON = "coco", "dataset_coco.json"
   DOWNLOAD = ("Download Karpathy's splits (dataset_coco.json, from "
               "https://cs.stanford.edu/people/karpathy/deepimagesent/caption_datasets.zip) and "
@@ -77,6 +78,7 @@ class CocoCaptions(_Karpathy, skip_registration=True):
 class Flickr30k(_Karpathy, skip_registration=True):
   """Flickr30k in Karpathy's split."""
 
+  name = "flickr30k"
   SUBDIR, JSON, IMAGE_FOLDER = "flickr30k", "dataset_flickr30k.json", "flickr30k-images"
   DOWNLOAD = ("Download Karpathy's splits (dataset_flickr30k.json, from "
               "https://cs.stanford.edu/people/karpathy/deepimagesent/caption_datasets.zip) and "
@@ -101,6 +103,7 @@ def coco_format_captions(path: str) -> list[dict]:
 class NoCaps(manual.ManualBuilder, skip_registration=True):
   """NoCaps validation (4500 Open Images, 10 references each) in COCO caption format."""
 
+  name = "nocaps"
   SUBDIR, JSON, IMAGE_FOLDER = "nocaps", "nocaps_val_4500_captions.json", "validation"
   DOWNLOAD = ("Download nocaps_val_4500_captions.json from https://nocaps.org/download "
               "(https://s3.amazonaws.com/nocaps/nocaps_val_4500_captions.json) and the "

@@ -49,6 +49,7 @@ def read_class_names(root: str, wnids: list[str]) -> list[str]:
 class ImageNet(manual.ManualBuilder, skip_registration=True):
   """ImageNet-1k (or any ImageNet-layout copy): 'train' and 'validation' (folder val/)."""
 
+  name = "imagenet"
   SUBDIR = "imagenet"
   SPLITS = {"train": "train", "validation": "val"}
   DOWNLOAD = ("Download ILSVRC2012 from https://image-net.org/download.php (or the Kaggle "

@@ -134,6 +134,7 @@ class _InterleavedJsonl(manual.ManualBuilder, skip_registration=True):
 class MMC4(_InterleavedJsonl, skip_registration=True):
   """MMC4 documents (sentences + CLIP-matched images)."""
 
+  name = "mmc4"
   SUBDIR = "mmc4"
   DOWNLOAD = ("Download MMC4 document shards (docs_shard_*_v2.jsonl.zip) from "
               "https://github.com/allenai/mmc4 into train/, and the images they name (their "
@@ -146,6 +147,7 @@ class MMC4(_InterleavedJsonl, skip_registration=True):
 class OBELICS(_InterleavedJsonl, skip_registration=True):
   """OBELICS documents (web pages as alternating texts and images)."""
 
+  name = "obelics"
   SUBDIR = "obelics"
   DOWNLOAD = ("Export OBELICS rows (https://huggingface.co/datasets/HuggingFaceM4/OBELICS; "
               "columns texts, images) as JSON lines into train/, and download their images "

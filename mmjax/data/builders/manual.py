@@ -65,7 +65,8 @@ def to_png(data: bytes, size: int) -> bytes:
 class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Base of the builders that read official files from manual_dir (abstract for tfds).
 
-  Subclasses set SUBDIR (their folder under manual_dir) and DOWNLOAD (what to get, with the
+  Subclasses set `name` (their `mmjax.data.datasets.BUILDERS` key and data_dir folder; tfds would
+  derive 'vq_av2' from a class name), SUBDIR (their folder under manual_dir) and DOWNLOAD (what to get, with the
   official URLs, and where to put it), and call `self.root(dl_manager)` / `self.require(...)`.
   Subclasses pass `skip_registration=True`: several names (coco_captions, imagenet, ...) are also
   tfds catalogue datasets, and registering ours would collide when tfds loads its own; mmjax

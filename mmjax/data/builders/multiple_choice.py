@@ -36,6 +36,7 @@ class _MultipleChoice(manual.ManualBuilder, skip_registration=True):
 class ScienceQA(_MultipleChoice, skip_registration=True):
   """ScienceQA, image questions: 'train', 'validation' (val), 'test'."""
 
+  name = "scienceqa"
   SUBDIR = "scienceqa"
   SPLITS = {"train": "train", "validation": "val", "test": "test"}
   DOWNLOAD = ("Download problems.json and pid_splits.json (data/scienceqa/ of "
@@ -88,6 +89,7 @@ class MMMU(_MultipleChoice, skip_registration=True):
   """MMMU multiple-choice questions: 'dev' (5 few-shot examples per subject) and 'validation'
   (the test split's answers are hidden)."""
 
+  name = "mmmu"
   SUBDIR = "mmmu"
   SPLITS = {"dev": "dev", "validation": "validation"}
   DOWNLOAD = ("Download the MMMU parquet files (https://huggingface.co/datasets/MMMU/MMMU, one "

@@ -162,6 +162,7 @@ def coco_image_path(root: str, split: str, image_id: str) -> str:
 class VQAv2(_VQABuilder, skip_registration=True):
   """VQAv2 (balanced real images, 2014 COCO): 'train' and 'validation'."""
 
+  name = "vqav2"
   SUBDIR = "vqav2"
   SPLITS = {s: (f"v2_OpenEnded_mscoco_{f}_questions.json", f"v2_mscoco_{f}_annotations.json")
             for s, f in _COCO_FOLDERS.items()}
@@ -175,6 +176,7 @@ class VQAv2(_VQABuilder, skip_registration=True):
 class OKVQA(_VQABuilder, skip_registration=True):
   """OK-VQA (outside-knowledge questions on 2014 COCO): 'train' and 'validation'."""
 
+  name = "okvqa"
   SUBDIR = "okvqa"
   SPLITS = {s: (f"OpenEnded_mscoco_{f}_questions.json", f"mscoco_{f}_annotations.json")
             for s, f in _COCO_FOLDERS.items()}
@@ -188,6 +190,7 @@ class OKVQA(_VQABuilder, skip_registration=True):
 class GQA(_VQABuilder, skip_registration=True):
   """GQA balanced questions: 'train', 'validation' (val) and 'test' (testdev)."""
 
+  name = "gqa"
   SUBDIR = "gqa"
   SPLITS = {"train": ("train_balanced_questions.json",),
             "validation": ("val_balanced_questions.json",),
@@ -206,6 +209,7 @@ class GQA(_VQABuilder, skip_registration=True):
 class TextVQA(_VQABuilder, skip_registration=True):
   """TextVQA 0.5.1: 'train' and 'validation' (both over the train_images/ folder)."""
 
+  name = "textvqa"
   SUBDIR = "textvqa"
   SPLITS = {"train": ("TextVQA_0.5.1_train.json",), "validation": ("TextVQA_0.5.1_val.json",)}
   read = staticmethod(read_textvqa)

@@ -47,6 +47,7 @@ def read_shard(path: str) -> Iterator[tuple[str, dict[str, bytes]]]:
 class WebDataset(manual.ManualBuilder, skip_registration=True):
   """Captioned images in webdataset shards: 'train' and, if present, 'validation'."""
 
+  name = "webdataset"
   SUBDIR = "webdataset"
   SPLITS = ("train", "validation")
   DOWNLOAD = ("Write shards of image+caption pairs with img2dataset (https://github.com/rom1504/"
