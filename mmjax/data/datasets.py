@@ -106,3 +106,14 @@ def load_source(name: str, split: str, *, data_dir: str | None = None,
   if split not in sources:
     raise ValueError(f"unknown split {split!r} for {name!r}; it has {sorted(sources)}")
   return sources[split]
+
+
+def class_names(name: str, *, data_dir: str | None = None, manual_dir: str | None = None,
+                **config: Any) -> list[str]:
+  """Class names of a classification dataset in label order (from its prepared copy's
+  metadata; prepares it on first use), for zero-shot classifiers and probes."""
+  builder = prepare(name, data_dir=data_dir, manual_dir=manual_dir, **config)
+  metadata = builder.info.metadata or {}
+  if "class_names" not in metadata:
+    raise ValueError(f"dataset {name!r} has no class names (not a classification dataset)")
+  return list(metadata["class_names"])

@@ -2,7 +2,8 @@
 
 A class embedding is the re-normalised mean of the normalised text embeddings of every template
 filled with the class name; an image is classified by cosine similarity. On `shapes` the images
-are the single-object scenes of the split and the label is the object's `shape` or `colour`.
+are the single-object scenes of the split and the label is the object's `shape` or `colour`;
+classification datasets (`imagenet`: records with `label`) give every image and their class names.
 Baselines: chance (1/C, k/C) and the most frequent class of the evaluated images.
 """
 
@@ -12,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mmjax.data import shapes_world
+from mmjax.data import datasets, shapes_world
 from mmjax.evaluators import EvalContext, common, register
 from mmjax.evaluators import embeddings as emb_lib
 from mmjax.evaluators import templates as templates_lib
@@ -50,8 +51,9 @@ def single_object_labels(records: Sequence[dict], attribute: str
 
 @register("zeroshot")
 class ZeroShotEvaluator:
-  """Top-1/top-5 zero-shot accuracy. Config: split, num_examples, attribute ('shape' /
-  'colour'), templates (a templates.TEMPLATES name or a list), batch_size, baselines."""
+  """Top-1/top-5 zero-shot accuracy. Config: dataset ('shapes' or a classification dataset such
+  as 'imagenet'), split, num_examples, attribute ('shape' / 'colour', shapes only), templates (a
+  templates.TEMPLATES name or a list), batch_size, baselines."""
 
   def __init__(self, name: str, config: Any, context: EvalContext):
     self.name, self.config, self.context = name, config, context
@@ -61,9 +63,14 @@ class ZeroShotEvaluator:
 
   def run(self, params: Any) -> dict[str, Any]:
     cfg, data = self.config, self.context.data_config
-    records = common.load_records(data, cfg.get("split", "validation"), cfg.get("num_examples"))
-    attribute = cfg.get("attribute", "shape")
-    idx, labels, classes = single_object_labels(records, attribute)
+    dataset = cfg.get("dataset", "shapes")
+    records = common.load_records(data, cfg.get("split", "validation"), cfg.get("num_examples"),
+                                  dataset=dataset)
+    if dataset == "shapes":
+      idx, labels, classes = single_object_labels(records, cfg.get("attribute", "shape"))
+    else:
+      idx, labels = list(range(len(records))), [int(r["label"]) for r in records]
+      classes = datasets.class_names(dataset, **datasets.source_kwargs(data))
     if not idx:
       raise ValueError(f"evals.{self.name}: no single-object scenes in the split")
     templates = cfg.get("templates", "shapes")

@@ -488,3 +488,36 @@ def test_multiple_choice_evaluator_uses_the_records_options(manual_dir, formats_
   assert multiple_choice.question_rows([{"options": ["a", "b"], "question": "Q?",
                                          "answer": "b", "context": ""}]) == \
       [(0, "Q?", ("a", "b"), "b")]
+
+
+def test_zeroshot_evaluator_on_imagenet_folders(manual_dir, formats_data_dir, make_config,
+                                                monkeypatch):
+  from mmjax.evaluators import EvalContext  # pylint: disable=import-outside-toplevel
+  from mmjax.evaluators import zeroshot  # pylint: disable=import-outside-toplevel
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  data = make_config(manual_dir=manual_dir[0])
+  data.unlock()
+  data.data_dir = formats_data_dir
+  source(manual_dir, formats_data_dir, "imagenet", "train")  # Prepared: names from metadata.
+  assert datasets.class_names("imagenet", **datasets.source_kwargs(data)) == ["tench",
+                                                                              "goldfish"]
+  # A fake two-tower whose image embedding is the mean colour and whose text embedding of a
+  # prompt is the colour its class name stands for here (tench: red, goldfish: green).
+  colour_of = {"tench": COLOURS[0], "goldfish": COLOURS[1]}
+
+  class Embedder:
+    def __init__(self, *args):
+      del args
+
+    def images(self, params, images):
+      return images.mean(axis=(1, 2))
+
+    def texts(self, params, texts):
+      names = [next(n for n in colour_of if n in t) for t in texts]
+      return np.array([(np.array(colour_of[n]) / 127.5 - 1) for n in names])
+  monkeypatch.setattr(zeroshot.emb_lib, "Embedder", Embedder)
+  cfg = ml_collections.ConfigDict(dict(type="zeroshot", dataset="imagenet", split="validation",
+                                       templates=["a photo of a {}."], baselines=True))
+  results = zeroshot.ZeroShotEvaluator("zs", cfg, EvalContext(None, data, None)).run(None)
+  assert results["zs/num_images"] == 2 and results["zs/num_classes"] == 2
+  assert results["zs/top1"] == 1.0 and results["zs/baseline_chance_top1"] == 0.5

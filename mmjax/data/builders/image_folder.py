@@ -59,7 +59,9 @@ class ImageNet(manual.ManualBuilder, skip_registration=True):
               "or LOC_synset_mapping.txt.")
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return self.make_info(__doc__, {
+    # metadata.json of the prepared copy keeps the full class-name list (label order), which
+    # zero-shot classification needs even when a split holds only some classes.
+    return self.make_info(__doc__, metadata=tfds.core.MetadataDict(), features={
             "image": common.PNG, "label": tfds.features.Scalar(dtype=np.int32),
             "class_name": tfds.features.Text(), "wnid": tfds.features.Text(),
             "filename": tfds.features.Text()})
@@ -71,6 +73,8 @@ class ImageNet(manual.ManualBuilder, skip_registration=True):
     if not wnids:
       raise manual.MissingDataError(f"{train} has no class folders. {self.DOWNLOAD}")
     names = read_class_names(root, wnids)
+    self.info.metadata["class_names"] = names
+    self.info.metadata["wnids"] = wnids
     out = {}
     for ours, folder in self.SPLITS.items():
       path = os.path.join(root, folder)

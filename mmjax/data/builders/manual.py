@@ -92,12 +92,14 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     self.bad_images = 0  # Images that exist but do not decode (stored empty, see module doc).
     self.missing_images = 0  # Referenced images absent from a web-scale copy (dropped).
 
-  def make_info(self, description: str, features: dict) -> tfds.core.DatasetInfo:
+  def make_info(self, description: str, features: dict,
+                metadata: tfds.core.MetadataDict | None = None) -> tfds.core.DatasetInfo:
     """DatasetInfo keeping the files' order (tfds otherwise shuffles by key hash): evaluation
-    reads splits in stored order, so its first N examples are the official file's first N."""
+    reads splits in stored order, so its first N examples are the official file's first N.
+    `metadata` is saved with the prepared copy (e.g. ImageNet's class names)."""
     return tfds.core.DatasetInfo(builder=self, description=description,
                                  features=tfds.features.FeaturesDict(features),
-                                 disable_shuffling=True)
+                                 metadata=metadata, disable_shuffling=True)
 
   def root(self, dl_manager) -> str:
     """`<manual_dir>/<SUBDIR>`. tfds' public `manual_dir` property only asserts that the folder
