@@ -403,12 +403,17 @@ def test_missing_copy_says_what_to_download_and_where(tmp_path):
     ("scienceqa", "vqa", "train", ("image", "tokens", "loss_mask")),
     ("mmc4", "interleaved", "train", ("media", "media_mask", "tokens", "media_locations",
                                       "loss_mask")),
+    ("obelics", "interleaved", "train", ("media", "media_mask", "tokens", "media_locations",
+                                         "loss_mask")),
+    ("mmmu", "vqa", "validation", ("image", "tokens", "loss_mask")),
+    ("textvqa", "lm", "validation", ("tokens", "loss_mask")),
 ])
 def test_pipeline_batch_of_the_task(manual_dir, formats_data_dir, make_config, tok, name, task,
                                     split, required):
   train = split == "train"
   cfg = make_config(datasets=(name,), task=task, split=split, manual_dir=manual_dir[0],
-                    batch_size=1 if name in ("mmc4", "scienceqa") else 2)
+                    batch_size=2 if name in ("coco_captions", "webdataset", "imagenet",
+                                             "vqav2") else 1)
   cfg.unlock()
   cfg.data_dir = formats_data_dir
   it = pipeline.make_pipeline(cfg, tokenizer=tok, process_index=0, process_count=1,
@@ -418,15 +423,36 @@ def test_pipeline_batch_of_the_task(manual_dir, formats_data_dir, make_config, t
   b = cfg.batch_size
   if "image" in batch:
     assert batch["image"].shape == (b, SIZE, SIZE, 3)
-  else:
+  elif "media" in batch:
     assert batch["media"].shape == (b, cfg.max_media, 1, SIZE, SIZE, 3)
     assert batch["media_mask"].sum() == 2 and batch["media_locations"].sum() == 2
   assert batch["loss_mask"].sum() > 0
   if name == "coco_captions":
-    # The corrupt image is skipped under the default policy within a few draws.
+    # The corrupt image is skipped under the default policy within a few draws...
     for _ in range(3):
       next(it)
     assert it.stats()["skipped"] >= 1
+    # ... and stops evaluation under 'raise', naming the record and field.
+    cfg = make_config(datasets=(name,), task=task, split="train", manual_dir=manual_dir[0],
+                      batch_size=1, on_bad_example="raise")
+    cfg.unlock()
+    cfg.data_dir = formats_data_dir
+    it = pipeline.make_pipeline(cfg, tokenizer=tok, process_index=0, process_count=1,
+                                train=False)
+    with pytest.raises(preprocess.BadExample, match=r"coco_captions/train record 2: .*'image'"):
+      for _ in range(3):
+        next(it)
+
+
+def test_multiple_choice_record_becomes_a_lettered_prompt(make_config, tok):
+  from mmjax.data import tasks  # pylint: disable=import-outside-toplevel
+  proc = tasks.ExampleProcessor("scienceqa", 0, make_config(task="vqa"), tok, train=False,
+                                frames_per_media=1)
+  proc._qa_row = lambda prompt, target, blob, rng: (prompt, target)  # pylint: disable=protected-access
+  record = {"image": b"", "question": b"Which is a mammal?", "context": b"Pick one.",
+            "options": [b"frog", b"dog"], "answer": b"dog"}
+  assert proc._process(record, None) == (  # pylint: disable=protected-access
+      "Pick one. Question: Which is a mammal? Options: A. frog B. dog Answer:", "dog")
 
 
 def test_vqa_evaluator_accuracy_on_vqav2_fixture(manual_dir, formats_data_dir, make_config,
