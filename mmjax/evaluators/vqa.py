@@ -116,7 +116,8 @@ def answer_questions(context: EvalContext, params: Any, images: np.ndarray,
 class VQAEvaluator:
   """VQAv2 accuracy of greedy answers on `split` (every question of the first `num_examples`).
 
-  Config: dataset ('shapes'), split, num_examples, prompt ('<image>Question: {question} Answer:'), max_new_tokens,
+  Config: dataset ('shapes'), split, num_examples, prompt
+  ('<image>Question: {question} Answer:'), max_new_tokens,
   batch_size, baselines (True: most-frequent answer and blank-image model).
   """
 

@@ -391,6 +391,15 @@ def test_missing_copy_says_what_to_download_and_where(tmp_path):
   with pytest.raises(manual.MissingDataError, match=r"dataset_coco\.json.*caption_datasets"):
     datasets.prepare("coco_captions", data_dir=formats_data_dir, manual_dir=empty,
                      image_size=SIZE)
+  # ImageNet's official validation archive is flat: a clear error instead of an empty split.
+  write_imagenet(os.path.join(empty, "imagenet"))
+  flat = os.path.join(empty, "imagenet", "val")
+  for wnid in os.listdir(flat):
+    for name in os.listdir(os.path.join(flat, wnid)):
+      os.rename(os.path.join(flat, wnid, name), os.path.join(flat, name))
+    os.rmdir(os.path.join(flat, wnid))
+  with pytest.raises(ValueError, match=r"imagenet/val has no <wnid>/ class folders"):
+    datasets.prepare("imagenet", data_dir=formats_data_dir, manual_dir=empty, image_size=SIZE)
 
 
 # ---- pipelines and an evaluator -------------------------------------------------------------
@@ -448,7 +457,8 @@ def test_multiple_choice_record_becomes_a_lettered_prompt(make_config, tok):
   from mmjax.data import tasks  # pylint: disable=import-outside-toplevel
   proc = tasks.ExampleProcessor("scienceqa", 0, make_config(task="vqa"), tok, train=False,
                                 frames_per_media=1)
-  proc._qa_row = lambda prompt, target, blob, rng: (prompt, target)  # pylint: disable=protected-access
+  # pylint: disable-next=protected-access
+  proc._qa_row = lambda prompt, target, blob, rng: (prompt, target)
   record = {"image": b"", "question": b"Which is a mammal?", "context": b"Pick one.",
             "options": [b"frog", b"dog"], "answer": b"dog"}
   assert proc._process(record, None) == (  # pylint: disable=protected-access

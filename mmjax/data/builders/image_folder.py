@@ -79,6 +79,11 @@ class ImageNet(manual.ManualBuilder, skip_registration=True):
     for ours, folder in self.SPLITS.items():
       path = os.path.join(root, folder)
       if os.path.isdir(path):
+        if not any(os.path.isdir(os.path.join(path, d)) for d in os.listdir(path)):
+          # The official validation archive is flat (ILSVRC2012_val_*.JPEG): labels live in the
+          # devkit, which this reader does not parse.
+          raise ValueError(f"{self.name}: {path} has no <wnid>/ class folders; sort its images "
+                           "into class folders (e.g. with valprep.sh) first")
         out[ours] = self._generate_examples(path, wnids, names)
     return out
 

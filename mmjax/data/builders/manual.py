@@ -66,8 +66,9 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Base of the builders that read official files from manual_dir (abstract for tfds).
 
   Subclasses set `name` (their `mmjax.data.datasets.BUILDERS` key and data_dir folder; tfds would
-  derive 'vq_av2' from a class name), SUBDIR (their folder under manual_dir) and DOWNLOAD (what to get, with the
-  official URLs, and where to put it), and call `self.root(dl_manager)` / `self.require(...)`.
+  derive 'vq_av2' from a class name), SUBDIR (their folder under manual_dir) and DOWNLOAD (what
+  to get, with the official URLs, and where to put it), and call `self.root(dl_manager)` /
+  `self.require(...)`.
   Subclasses pass `skip_registration=True`: several names (coco_captions, imagenet, ...) are also
   tfds catalogue datasets, and registering ours would collide when tfds loads its own; mmjax
   finds builders through `mmjax.data.datasets.BUILDERS`, not tfds' registry.
@@ -105,7 +106,8 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """`<manual_dir>/<SUBDIR>`. tfds' public `manual_dir` property only asserts that the folder
     is non-empty, without naming what belongs in it, so the path is read directly and `require`
     gives the useful error. tfds always sets it (default `<data_dir>/downloads/manual`)."""
-    self._root = os.path.join(os.fspath(dl_manager._manual_dir), self.SUBDIR)  # pylint: disable=protected-access
+    manual = dl_manager._manual_dir  # pylint: disable=protected-access
+    self._root = os.path.join(os.fspath(manual), self.SUBDIR)
     return self._root
 
   def require(self, path: str, what: str = "file") -> str:

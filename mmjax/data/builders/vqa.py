@@ -36,11 +36,11 @@ class Question:
 
 
 def ten_answers(answers: list[str], where: str) -> list[str]:
-  """Exactly 10 answers: VQAv2/OK-VQA/TextVQA have 10; fewer (GQA's one) repeat cyclically."""
+  """Exactly 10 answers: VQAv2/OK-VQA/TextVQA have 10; fewer (GQA's one) repeat cyclically,
+  more are cut to the first 10."""
   if not answers:
     raise ValueError(f"{where}: no answers")
-  return [answers[i % len(answers)] for i in range(NUM_ANSWERS)] if len(answers) != NUM_ANSWERS \
-      else list(answers)
+  return [answers[i % len(answers)] for i in range(NUM_ANSWERS)]
 
 
 def most_common(answers: list[str]) -> str:

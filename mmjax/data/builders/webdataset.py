@@ -23,6 +23,7 @@ import tensorflow_datasets as tfds
 from mmjax.data.builders import common, manual
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")  # tarfile reads the compressed ones transparently.
 
 
 def split_key(member_name: str) -> tuple[str, str]:
@@ -62,10 +63,11 @@ class WebDataset(manual.ManualBuilder, skip_registration=True):
   def _split_generators(self, dl_manager):
     root = self.root(dl_manager)
     train = self.require(os.path.join(root, "train"), "folder of .tar shards")
-    if not manual.files(train, (".tar",)):
-      raise manual.MissingDataError(f"{self.name}: {train} holds no .tar shards. "
-                                    f"{self.DOWNLOAD}")
-    return {split: self._generate_examples(manual.files(os.path.join(root, split), (".tar",)))
+    if not manual.files(train, SHARD_SUFFIXES):
+      raise manual.MissingDataError(f"{self.name}: {train} holds no .tar (.tar.gz, .tgz) "
+                                    f"shards. {self.DOWNLOAD}")
+    return {split: self._generate_examples(
+        manual.files(os.path.join(root, split), SHARD_SUFFIXES))
             for split in self.SPLITS if os.path.isdir(os.path.join(root, split))}
 
   def _generate_examples(self, shards: list[str]):
