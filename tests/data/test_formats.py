@@ -557,3 +557,41 @@ def test_zeroshot_evaluator_on_imagenet_folders(manual_dir, formats_data_dir, ma
   results = zeroshot.ZeroShotEvaluator("zs", cfg, EvalContext(None, data, None)).run(None)
   assert results["zs/num_images"] == 2 and results["zs/num_classes"] == 2
   assert results["zs/top1"] == 1.0 and results["zs/baseline_chance_top1"] == 0.5
+
+
+def test_retrieval_and_captioning_evaluators_read_caption_datasets(
+    manual_dir, formats_data_dir, make_config, monkeypatch):
+  from mmjax.evaluators import EvalContext  # pylint: disable=import-outside-toplevel
+  from mmjax.evaluators import captioning, retrieval  # pylint: disable=import-outside-toplevel
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  data = make_config(manual_dir=manual_dir[0])
+  data.unlock()
+  data.data_dir = formats_data_dir
+
+  class Embedder:  # Image: its mean colour; caption "flickr k ...": the colour of image k.
+    def __init__(self, *args):
+      del args
+
+    def images(self, params, images):
+      return images.mean(axis=(1, 2))
+
+    def texts(self, params, texts):
+      return np.array([np.array(COLOURS[int(t.split()[1])]) / 127.5 - 1 for t in texts])
+  monkeypatch.setattr(retrieval.emb_lib, "Embedder", Embedder)
+  cfg = ml_collections.ConfigDict(dict(type="retrieval", dataset="flickr30k", split="train"))
+  results = retrieval.RetrievalEvaluator("r", cfg, EvalContext(None, data, None)).run(None)
+  assert results["r/i2t_recall@1"] == 1.0 and results["r/t2i_recall@1"] == 1.0
+
+  # Captioning on the COCO Karpathy test image: a prediction equal to one of its references
+  # scores BLEU-1 = BLEU-4 = 1 (CIDEr is 0 on a one-image set: every n-gram's IDF is log 1).
+  monkeypatch.setattr(captioning, "generate_captions",
+                      lambda context, params, images, *args: ["picture 73 caption 0."])
+
+  class Family:
+    family_name = "fake"
+    decode_step = None
+  cfg = ml_collections.ConfigDict(dict(type="captioning", dataset="coco_captions", split="test"))
+  results = captioning.CaptioningEvaluator("c", cfg, EvalContext(Family(), data, None)).run(None)
+  assert results["c/example"] == "'picture 73 caption 0.' (reference: 'picture 73 caption 0.')"
+  assert results["c/bleu1"] == pytest.approx(1.0) and results["c/bleu4"] == pytest.approx(1.0)
+  assert results["c/cider"] == 0.0
