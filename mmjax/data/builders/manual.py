@@ -49,6 +49,10 @@ def to_png(data: bytes, size: int) -> bytes:
   """
   try:
     img = Image.open(io.BytesIO(data))
+    if img.format == "JPEG":
+      # libjpeg decodes at 1/2, 1/4 or 1/8 scale, still >= size on both sides (PIL's thumbnail
+      # does the same): 2-3x faster than a full decode plus the larger resize.
+      img.draft("RGB", (size, size))
     img.load()
   except (OSError, SyntaxError, ValueError) as e:  # PIL raises all three for corrupt files.
     raise ValueError(f"cannot decode image ({type(e).__name__}: {e})") from e
@@ -58,7 +62,9 @@ def to_png(data: bytes, size: int) -> bytes:
   if scale != 1:
     img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BICUBIC)
   out = io.BytesIO()
-  img.save(out, format="PNG")
+  # zlib level 1: about half the encode time of the default 6 for ~10% larger files, which
+  # matters when converting millions of photos.
+  img.save(out, format="PNG", compress_level=1)
   return out.getvalue()
 
 
