@@ -595,3 +595,14 @@ def test_retrieval_and_captioning_evaluators_read_caption_datasets(
   assert results["c/example"] == "'picture 73 caption 0.' (reference: 'picture 73 caption 0.')"
   assert results["c/bleu1"] == pytest.approx(1.0) and results["c/bleu4"] == pytest.approx(1.0)
   assert results["c/cider"] == 0.0
+
+
+def test_to_png_resizes_the_shorter_side_and_reports_corrupt_bytes():
+  for fmt, (w, h), want in (("JPEG", (640, 480), (85, 64)), ("PNG", (100, 300), (64, 192)),
+                            ("JPEG", (50, 40), (80, 64))):  # Also upsamples small images.
+    buf = io.BytesIO()
+    Image.new("CMYK" if fmt == "JPEG" else "L", (w, h), 90).save(buf, format=fmt)
+    img = preprocess.decode_png(manual.to_png(buf.getvalue(), 64))  # RGB, or this raises.
+    assert img.size == want
+  with pytest.raises(ValueError, match="cannot decode image"):
+    manual.to_png(b"\x89PNG\r\n\x1a\n truncated", 64)
