@@ -606,3 +606,16 @@ def test_to_png_resizes_the_shorter_side_and_reports_corrupt_bytes():
     assert img.size == want
   with pytest.raises(ValueError, match="cannot decode image"):
     manual.to_png(b"\x89PNG\r\n\x1a\n truncated", 64)
+
+
+def test_threaded_conversion_keeps_the_order():
+  import time  # pylint: disable=import-outside-toplevel
+
+  def slow(i):
+    time.sleep(0.002 * ((7 * i) % 5))  # Later items often finish first.
+    return i
+  examples = ((k, {"image": manual.Pending(slow, k), "images": [manual.Pending(slow, k), b"x"],
+                   "id": str(k)}) for k in range(40))
+  out = list(manual.resolved_in_order(examples, threads=3))
+  assert [k for k, _ in out] == list(range(40))
+  assert all(ex == {"image": k, "images": [k, b"x"], "id": str(k)} for k, ex in out)

@@ -47,7 +47,7 @@ class _Karpathy(manual.ManualBuilder, skip_registration=True):
   def _info(self) -> tfds.core.DatasetInfo:
     return self.make_info(__doc__, _FEATURES)
 
-  def _split_generators(self, dl_manager):
+  def _splits(self, dl_manager):
     root = self.root(dl_manager)
     splits = karpathy_splits(self.require(os.path.join(root, self.JSON)))
     return {split: self._generate_examples(root, entries) for split, entries in splits.items()}
@@ -60,7 +60,6 @@ class _Karpathy(manual.ManualBuilder, skip_registration=True):
       yield entry["filename"], {
           "image": self.image(os.path.join(root, folder, entry["filename"])),
           "captions": captions, "image_id": str(image_id), "filename": entry["filename"]}
-    self.report()
 
 
 class CocoCaptions(_Karpathy, skip_registration=True):
@@ -113,7 +112,7 @@ class NoCaps(manual.ManualBuilder, skip_registration=True):
     features = dict(_FEATURES, domain=tfds.features.Text())
     return self.make_info(__doc__, features)
 
-  def _split_generators(self, dl_manager):
+  def _splits(self, dl_manager):
     root = self.root(dl_manager)
     images = coco_format_captions(self.require(os.path.join(root, self.JSON)))
     return {"validation": self._generate_examples(root, images)}
@@ -126,4 +125,3 @@ class NoCaps(manual.ManualBuilder, skip_registration=True):
           "image": self.image(os.path.join(root, self.IMAGE_FOLDER, image["file_name"])),
           "captions": image["captions"], "image_id": str(image["id"]),
           "filename": image["file_name"], "domain": image.get("domain", "")}
-    self.report()

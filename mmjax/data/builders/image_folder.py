@@ -66,7 +66,7 @@ class ImageNet(manual.ManualBuilder, skip_registration=True):
             "class_name": tfds.features.Text(), "wnid": tfds.features.Text(),
             "filename": tfds.features.Text()})
 
-  def _split_generators(self, dl_manager):
+  def _splits(self, dl_manager):
     root = self.root(dl_manager)
     train = self.require(os.path.join(root, "train"), "folder")
     wnids = sorted(d for d in os.listdir(train) if os.path.isdir(os.path.join(train, d)))
@@ -99,4 +99,3 @@ class ImageNet(manual.ManualBuilder, skip_registration=True):
         yield f"{wnid}/{name}", {"image": self.image(path), "label": np.int32(index[wnid]),
                                  "class_name": names[index[wnid]], "wnid": wnid,
                                  "filename": name}
-    self.report()

@@ -106,7 +106,7 @@ class _InterleavedJsonl(manual.ManualBuilder, skip_registration=True):
             "images": tfds.features.Sequence(common.PNG), "texts": common.TEXTS,
             "url": tfds.features.Text()})
 
-  def _split_generators(self, dl_manager):
+  def _splits(self, dl_manager):
     root = self.root(dl_manager)
     train = self.require(os.path.join(root, "train"), "folder of .jsonl documents")
     if not manual.files(train, SUFFIXES):
@@ -128,7 +128,6 @@ class _InterleavedJsonl(manual.ManualBuilder, skip_registration=True):
           continue
         yield f"{os.path.basename(path)}/{n}", {"images": blobs, "texts": texts,
                                                 "url": str(doc.get("url") or "")}
-    self.report()
 
 
 class MMC4(_InterleavedJsonl, skip_registration=True):

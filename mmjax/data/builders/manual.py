@@ -9,15 +9,23 @@ not decode is stored as empty bytes, counted and logged, so the pipeline's `on_b
 ('skip' or 'raise') decides what happens to it; a file that is missing from a curated benchmark
 stops the build (an incomplete copy), while web-scale formats (webdataset shards, MMC4/OBELICS)
 drop and count missing images, which dead URLs make routine there.
+
+Converting images is most of a build's time, so the builders describe each example with
+`Pending` image conversions and the base class runs those on a thread pool (Pillow releases the
+GIL while decoding, resizing and compressing), writing examples in their original order:
+`MMJAX_PREPARE_THREADS` threads (default: the CPU count, at most 16).
 """
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import dataclasses
 import io
 import logging
 import os
-from typing import Any, Iterable
+import threading
+from typing import Any, Callable, Iterable, Iterator
 
 import tensorflow_datasets as tfds
 from PIL import Image
@@ -68,13 +76,65 @@ def to_png(data: bytes, size: int) -> bytes:
   return out.getvalue()
 
 
+class Pending:
+  """A deferred image conversion inside an example (`fn(*args)` runs on the thread pool)."""
+
+  def __init__(self, fn: Callable[..., bytes], *args: Any):
+    self.fn, self.args = fn, args
+
+  def __call__(self) -> bytes:
+    return self.fn(*self.args)
+
+
+def resolve(example: dict) -> dict:
+  """`example` with every Pending value (or Pending item of a list value) computed."""
+  out = {}
+  for key, value in example.items():
+    if isinstance(value, Pending):
+      value = value()
+    elif isinstance(value, list) and any(isinstance(v, Pending) for v in value):
+      value = [v() if isinstance(v, Pending) else v for v in value]
+    out[key] = value
+  return out
+
+
+def num_threads() -> int:
+  """Conversion threads: $MMJAX_PREPARE_THREADS, else the CPU count (at most 16)."""
+  value = os.environ.get("MMJAX_PREPARE_THREADS")
+  if value is not None:
+    if not value.isdigit() or int(value) < 1:
+      raise ValueError(f"MMJAX_PREPARE_THREADS must be a positive integer, got {value!r}")
+    return int(value)
+  return min(os.cpu_count() or 1, 16)
+
+
+def resolved_in_order(examples: Iterable[tuple[Any, dict]], threads: int
+                      ) -> Iterator[tuple[Any, dict]]:
+  """(key, resolved example) in input order, resolving up to 4 * threads examples ahead."""
+  if threads <= 1:
+    for key, example in examples:
+      yield key, resolve(example)
+    return
+  with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+    window: collections.deque = collections.deque()
+    for key, example in examples:
+      window.append((key, pool.submit(resolve, example)))
+      if len(window) >= 4 * threads:
+        k, future = window.popleft()
+        yield k, future.result()
+    while window:
+      k, future = window.popleft()
+      yield k, future.result()
+
+
 class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Base of the builders that read official files from manual_dir (abstract for tfds).
 
   Subclasses set `name` (their `mmjax.data.datasets.BUILDERS` key and data_dir folder; tfds would
   derive 'vq_av2' from a class name), SUBDIR (their folder under manual_dir) and DOWNLOAD (what
-  to get, with the official URLs, and where to put it), and call `self.root(dl_manager)` /
-  `self.require(...)`.
+  to get, with the official URLs, and where to put it), implement `_splits(dl_manager)` (split
+  -> generator of (key, example), images as `self.image(...)` / `self.image_bytes(...)`
+  Pending values) and call `self.root(dl_manager)` / `self.require(...)`.
   Subclasses pass `skip_registration=True`: several names (coco_captions, imagenet, ...) are also
   tfds catalogue datasets, and registering ours would collide when tfds loads its own; mmjax
   finds builders through `mmjax.data.datasets.BUILDERS`, not tfds' registry.
@@ -98,6 +158,19 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     super().__init__(*args, **kwargs)
     self.bad_images = 0  # Images that exist but do not decode (stored empty, see module doc).
     self.missing_images = 0  # Referenced images absent from a web-scale copy (dropped).
+    self._count_lock = threading.Lock()  # bad_images is counted from conversion threads.
+
+  def _splits(self, dl_manager) -> dict[str, Iterable[tuple[Any, dict]]]:
+    """Split name -> (key, example) generator whose images may be Pending (subclasses)."""
+    raise NotImplementedError
+
+  def _split_generators(self, dl_manager):
+    return {split: self._resolved(examples)
+            for split, examples in self._splits(dl_manager).items()}
+
+  def _resolved(self, examples: Iterable[tuple[Any, dict]]) -> Iterator[tuple[Any, dict]]:
+    yield from resolved_in_order(examples, num_threads())
+    self.report()
 
   def make_info(self, description: str, features: dict,
                 metadata: tfds.core.MetadataDict | None = None) -> tfds.core.DatasetInfo:
@@ -124,23 +197,32 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
           f"under {getattr(self, '_root', self.SUBDIR)} (<data.manual_dir>/{self.SUBDIR}).")
     return path
 
-  def image(self, path: str, *, missing_ok: bool = False) -> bytes | None:
-    """Stored PNG bytes of image file `path`: b'' when it does not decode (counted), None when
-    it is absent and `missing_ok` (counted), MissingDataError when absent otherwise."""
+  def image(self, path: str, *, missing_ok: bool = False) -> Pending | None:
+    """The stored PNG of image file `path`, to be computed (b'' when it does not decode,
+    counted); None when it is absent and `missing_ok` (counted); MissingDataError when absent
+    otherwise. Existence is checked now, so the caller can drop missing images."""
     if not os.path.exists(path):
       if missing_ok:
         self.missing_images += 1
         return None
       self.require(path, "image")
-    with open(path, "rb") as f:
-      return self.image_bytes(f.read(), path)
+    return Pending(self._file_png, path)
 
-  def image_bytes(self, data: bytes, where: str) -> bytes:
-    """Stored PNG bytes of encoded image `data` (b'' and counted when it does not decode)."""
+  def _file_png(self, path: str) -> bytes:
+    with open(path, "rb") as f:
+      return self._png(f.read(), path)
+
+  def image_bytes(self, data: bytes, where: str) -> Pending:
+    """The stored PNG of encoded image `data`, to be computed (b'' and counted when it does
+    not decode)."""
+    return Pending(self._png, data, where)
+
+  def _png(self, data: bytes, where: str) -> bytes:
     try:
       return to_png(data, self.builder_config.image_size)
     except ValueError as e:
-      self.bad_images += 1
+      with self._count_lock:
+        self.bad_images += 1
       logging.warning("%s: %s: %s (stored empty; data.on_bad_example decides)", self.name,
                       where, e)
       return b""

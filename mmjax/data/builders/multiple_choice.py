@@ -44,7 +44,7 @@ class ScienceQA(_MultipleChoice, skip_registration=True):
               "test.zip from https://scienceqa.github.io/, extracted as images/train/<pid>/"
               "image.png, ...).")
 
-  def _split_generators(self, dl_manager):
+  def _splits(self, dl_manager):
     root = self.root(dl_manager)
     with open(self.require(os.path.join(root, "problems.json"))) as f:
       problems = json.load(f)
@@ -71,7 +71,6 @@ class ScienceQA(_MultipleChoice, skip_registration=True):
                   "context": p.get("hint") or "", "options": choices,
                   "answer_index": np.int32(answer), "answer": choices[answer],
                   "subject": p.get("subject", "")}
-    self.report()
 
 
 def mmmu_options(value: str, where: str) -> list[str]:
@@ -96,7 +95,7 @@ class MMMU(_MultipleChoice, skip_registration=True):
               "folder per subject: <Subject>/dev-00000-of-00001.parquet, "
               "<Subject>/validation-00000-of-00001.parquet).")
 
-  def _split_generators(self, dl_manager):
+  def _splits(self, dl_manager):
     root = self.root(dl_manager)
     self.require(root, "folder")
     subjects = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
@@ -133,4 +132,3 @@ class MMMU(_MultipleChoice, skip_registration=True):
                           "question": row["question"], "context": "", "options": options,
                           "answer_index": np.int32(index), "answer": options[index],
                           "subject": subject}
-    self.report()

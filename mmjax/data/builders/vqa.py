@@ -121,7 +121,7 @@ class _VQABuilder(manual.ManualBuilder, skip_registration=True):
             "questions": common.TEXTS, "question_ids": common.TEXTS, "answer": common.TEXTS,
             "answers": common.ANSWERS})
 
-  def _split_generators(self, dl_manager):
+  def _splits(self, dl_manager):
     root = self.root(dl_manager)
     present = {split: [os.path.join(root, f) for f in files]
                for split, files in self.SPLITS.items()
@@ -144,7 +144,6 @@ class _VQABuilder(manual.ManualBuilder, skip_registration=True):
           "question_ids": [q.question_id for q in qs],
           "answer": [q.answer for q in qs],
           "answers": np.array([q.answers for q in qs], dtype=object)}
-    self.report()
 
 
 _COCO_IMAGES = ("the COCO 2014 images (http://images.cocodataset.org/zips/train2014.zip, "

@@ -60,7 +60,7 @@ class WebDataset(manual.ManualBuilder, skip_registration=True):
             "image": common.PNG, "captions": common.TEXTS, "key": tfds.features.Text(),
             "meta": tfds.features.Text()})
 
-  def _split_generators(self, dl_manager):
+  def _splits(self, dl_manager):
     root = self.root(dl_manager)
     train = self.require(os.path.join(root, "train"), "folder of .tar shards")
     if not manual.files(train, SHARD_SUFFIXES):
@@ -85,4 +85,3 @@ class WebDataset(manual.ManualBuilder, skip_registration=True):
     if dropped:
       logging.warning("%s: dropped %d samples without an image or a caption", self.name, dropped)
     self.missing_images += dropped
-    self.report()
