@@ -62,9 +62,9 @@ class ImageNet(manual.ManualBuilder, skip_registration=True):
     # metadata.json of the prepared copy keeps the full class-name list (label order), which
     # zero-shot classification needs even when a split holds only some classes.
     return self.make_info(__doc__, metadata=tfds.core.MetadataDict(), features={
-            "image": common.PNG, "label": tfds.features.Scalar(dtype=np.int32),
-            "class_name": tfds.features.Text(), "wnid": tfds.features.Text(),
-            "filename": tfds.features.Text()})
+        "image": common.PNG, "label": tfds.features.Scalar(dtype=np.int32),
+        "class_name": tfds.features.Text(), "wnid": tfds.features.Text(),
+        "filename": tfds.features.Text()})
 
   def _splits(self, dl_manager):
     root = self.root(dl_manager)

@@ -103,8 +103,8 @@ class _InterleavedJsonl(manual.ManualBuilder, skip_registration=True):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.make_info(__doc__, {
-            "images": tfds.features.Sequence(common.PNG), "texts": common.TEXTS,
-            "url": tfds.features.Text()})
+        "images": tfds.features.Sequence(common.PNG), "texts": common.TEXTS,
+        "url": tfds.features.Text()})
 
   def _splits(self, dl_manager):
     root = self.root(dl_manager)

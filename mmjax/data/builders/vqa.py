@@ -117,9 +117,9 @@ class _VQABuilder(manual.ManualBuilder, skip_registration=True):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.make_info(__doc__, {
-            "image": common.PNG, "image_id": tfds.features.Text(),
-            "questions": common.TEXTS, "question_ids": common.TEXTS, "answer": common.TEXTS,
-            "answers": common.ANSWERS})
+        "image": common.PNG, "image_id": tfds.features.Text(),
+        "questions": common.TEXTS, "question_ids": common.TEXTS, "answer": common.TEXTS,
+        "answers": common.ANSWERS})
 
   def _splits(self, dl_manager):
     root = self.root(dl_manager)

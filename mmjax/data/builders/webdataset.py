@@ -57,8 +57,8 @@ class WebDataset(manual.ManualBuilder, skip_registration=True):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.make_info(__doc__, {
-            "image": common.PNG, "captions": common.TEXTS, "key": tfds.features.Text(),
-            "meta": tfds.features.Text()})
+        "image": common.PNG, "captions": common.TEXTS, "key": tfds.features.Text(),
+        "meta": tfds.features.Text()})
 
   def _splits(self, dl_manager):
     root = self.root(dl_manager)
