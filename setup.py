@@ -39,6 +39,10 @@ EXTRAS_REQUIRE = {
         "accelerate>=1.15.0",  # transformers' gguf_file loading needs it
         "einops>=0.8",  # open_flamingo's helpers.py (installed with --no-deps, see README)
         "einops-exts>=0.0.4",
+        # The official tooling that writes/reads the format fixtures of tests/data/test_formats.py
+        # (the library reads COCO JSON and webdataset shards with json / tarfile).
+        "pycocotools>=2.0.7",
+        "webdataset>=1.0",
     ],
 }
 

@@ -14,6 +14,8 @@ import tensorflow_datasets as tfds
 
 from mmjax.data.builders import common, emoji, fashion_mnist, shapes, shapes_interleaved, \
     shapes_video, text, tuxpaint
+from mmjax.data.builders import coco_captions, image_folder, interleaved_jsonl
+from mmjax.data.builders import multiple_choice, vqa, webdataset
 
 BUILDERS = {
     "shapes": shapes.Shapes,
@@ -24,6 +26,21 @@ BUILDERS = {
     "tuxpaint": tuxpaint.Tuxpaint,
     "fashion_mnist": fashion_mnist.FashionMnist,
     "text": text.Text,
+    # User-supplied copies in their official formats, read from data.manual_dir (README, "Bringing
+    # your own data").
+    "coco_captions": coco_captions.CocoCaptions,
+    "flickr30k": coco_captions.Flickr30k,
+    "nocaps": coco_captions.NoCaps,
+    "vqav2": vqa.VQAv2,
+    "okvqa": vqa.OKVQA,
+    "gqa": vqa.GQA,
+    "textvqa": vqa.TextVQA,
+    "scienceqa": multiple_choice.ScienceQA,
+    "mmmu": multiple_choice.MMMU,
+    "imagenet": image_folder.ImageNet,
+    "webdataset": webdataset.WebDataset,
+    "mmc4": interleaved_jsonl.MMC4,
+    "obelics": interleaved_jsonl.OBELICS,
 }
 SPLITS = tuple(common.SPLIT_IDS)
 # The data-config size fields a builder may use (`source_kwargs` less the locations); each
@@ -93,17 +110,6 @@ def source_kwargs(data_config: Any) -> dict[str, Any]:
               max_examples=data_config.get("max_examples"))
 
 
-def class_names(name: str) -> tuple[str, ...]:
-  """The class names of a dataset whose records carry a `label` (zero-shot, linear probe)."""
-  if name not in BUILDERS:
-    raise ValueError(f"unknown dataset {name!r}; known: {sorted(BUILDERS)}")
-  names = getattr(BUILDERS[name], "CLASS_NAMES", None)
-  if names is None:
-    labelled = sorted(n for n, b in BUILDERS.items() if getattr(b, "CLASS_NAMES", None))
-    raise ValueError(f"dataset {name!r} has no class labels; labelled datasets: {labelled}")
-  return tuple(names)
-
-
 def load_source(name: str, split: str, *, data_dir: str | None = None,
                 manual_dir: str | None = None, **config: Any):
   """Split `split` of dataset `name` as a grain-compatible random-access source.
@@ -115,3 +121,24 @@ def load_source(name: str, split: str, *, data_dir: str | None = None,
   if split not in sources:
     raise ValueError(f"unknown split {split!r} for {name!r}; it has {sorted(sources)}")
   return sources[split]
+
+
+def class_names(name: str, *, data_dir: str | None = None, manual_dir: str | None = None,
+                **config: Any) -> list[str]:
+  """Class names of a classification dataset in label order, for zero-shot classifiers and
+  probes: a builder's fixed `CLASS_NAMES` (fashion_mnist), else its prepared copy's metadata
+  (imagenet's class folders; prepared on first use)."""
+  if name not in BUILDERS:
+    raise ValueError(f"unknown dataset {name!r}; known: {sorted(BUILDERS)}")
+  names = getattr(BUILDERS[name], "CLASS_NAMES", None)
+  if names is not None:
+    return list(names)
+  if not getattr(BUILDERS[name], "CLASS_NAMES_IN_METADATA", False):
+    labelled = sorted(n for n, b in BUILDERS.items() if getattr(b, "CLASS_NAMES", None) or
+                      getattr(b, "CLASS_NAMES_IN_METADATA", False))
+    raise ValueError(f"dataset {name!r} has no class labels; labelled datasets: {labelled}")
+  builder = prepare(name, data_dir=data_dir, manual_dir=manual_dir, **config)
+  metadata = builder.info.metadata or {}
+  if "class_names" not in metadata:
+    raise ValueError(f"dataset {name!r} has no class names (not a classification dataset)")
+  return list(metadata["class_names"])

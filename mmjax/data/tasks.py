@@ -34,9 +34,36 @@ SUPPORTED = {
     "tuxpaint": ("caption", "lm"),
     "fashion_mnist": ("caption",),
     "text": ("lm",),
+    # User-supplied official formats (mmjax/data/builders/{coco_captions,vqa,...}.py).
+    "coco_captions": ("caption", "lm"),
+    "flickr30k": ("caption", "lm"),
+    "nocaps": ("caption", "lm"),
+    "webdataset": ("caption", "lm"),
+    "imagenet": ("caption",),
+    "vqav2": ("vqa", "lm"),
+    "okvqa": ("vqa", "lm"),
+    "gqa": ("vqa", "lm"),
+    "textvqa": ("vqa", "lm"),
+    "scienceqa": ("vqa", "lm"),
+    "mmmu": ("vqa", "lm"),
+    "mmc4": ("interleaved", "lm"),
+    "obelics": ("interleaved", "lm"),
 }
 # Datasets whose records are `image` + `captions` (the first caption is the evaluation one).
 CAPTIONED = ("emoji", "tuxpaint", "fashion_mnist")
+# Record form of each user-supplied dataset -> the ExampleProcessor method that reads it.
+RECORD_FORMS = {
+    "coco_captions": "_captioned", "flickr30k": "_captioned",
+    "nocaps": "_captioned", "webdataset": "_captioned",
+    "imagenet": "_class_record",
+    "vqav2": "_vqa_record", "okvqa": "_vqa_record", "gqa": "_vqa_record",
+    "textvqa": "_vqa_record",
+    "scienceqa": "_choice_record", "mmmu": "_choice_record",
+    "mmc4": "_interleaved", "obelics": "_interleaved",
+}
+# Caption of a classification record (CLIP's ImageNet template), for contrastive training.
+CLASS_CAPTION = "a photo of a {}."
+OPTION_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 def check_supported(dataset: str, task: str) -> None:
@@ -107,6 +134,8 @@ class ExampleProcessor:
       return {BAD_KEY: message}
 
   def _process(self, record: dict, rng) -> dict:
+    if self.dataset in RECORD_FORMS:
+      return getattr(self, RECORD_FORMS[self.dataset])(record, rng)
     if self.dataset == "shapes":
       return self._shapes(record, rng)
     if self.dataset == "shapes_interleaved":
@@ -200,11 +229,46 @@ class ExampleProcessor:
       row["text"] = self.tok.pad_ids([caption], self.length)[0]
     return row
 
+  def _qa_row(self, prompt: str, target: str, blob: bytes, rng) -> dict:
+    """vqa task row: `prompt` (ends in 'Answer:') then the target with a leading space."""
+    image = self._images([blob], "image", [prompt, target], rng)
+    return self._single(image, prompt, " " + target)
+
   def _captioned(self, r: dict, rng) -> dict:
+    """`image` + `captions` records (offline real data and user-supplied caption sets)."""
     captions = _texts(r["captions"], "captions")
     if self.task == "lm":
       return self._lm_row(captions)
     return self._caption_row(captions, r["image"], rng)
+
+  def _class_record(self, r: dict, rng) -> dict:
+    caption = CLASS_CAPTION.format(_text(r["class_name"], "class_name"))
+    return self._caption_row([caption], r["image"], rng)
+
+  def _vqa_record(self, r: dict, rng) -> dict:
+    questions, answers = _texts(r["questions"], "questions"), _texts(r["answer"], "answer")
+    if len(questions) != len(answers):
+      raise preprocess.BadExample("answer", f"{len(answers)} answers for {len(questions)} "
+                                  "questions")
+    if self.task == "lm":
+      return self._lm_row([f"Question: {q} Answer: {a}" for q, a in zip(questions, answers)])
+    i = self._choose(len(questions), rng)
+    return self._qa_row(f"Question: {questions[i]} Answer:", answers[i], r["image"], rng)
+
+  def _choice_record(self, r: dict, rng) -> dict:
+    """Multiple choice as open-ended VQA: the lettered options are part of the prompt and the
+    target is the correct option's text."""
+    options = _texts(r["options"], "options")
+    if len(options) > len(OPTION_LETTERS):
+      raise preprocess.BadExample("options", f"{len(options)} options, at most 26 supported")
+    context = r["context"].decode("utf-8") if isinstance(r["context"], bytes) else r["context"]
+    listed = " ".join(f"{OPTION_LETTERS[k]}. {o}" for k, o in enumerate(options))
+    prompt = f"{context.strip()} Question: {_text(r['question'], 'question')} " \
+             f"Options: {listed} Answer:".strip()
+    answer = _text(r["answer"], "answer")
+    if self.task == "lm":
+      return self._lm_row([f"{prompt} {answer}"])
+    return self._qa_row(prompt, answer, r["image"], rng)
 
   def _interleaved(self, r: dict, rng) -> dict:
     blobs = list(r["images"])

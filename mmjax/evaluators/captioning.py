@@ -73,7 +73,8 @@ def generate_captions(context: EvalContext, params: Any, images: np.ndarray, pro
 class CaptioningEvaluator:
   """CIDEr / BLEU-4 on the first `num_examples` images of `split` against all their captions.
 
-  Config: split, num_examples, prompt ('<image>', the training format), max_new_tokens,
+  Config: dataset ('shapes'), split, num_examples, prompt ('<image>', the training format),
+  max_new_tokens,
   num_beams, batch_size, baselines.
   """
 
@@ -83,8 +84,9 @@ class CaptioningEvaluator:
 
   def run(self, params: Any) -> dict[str, Any]:
     cfg, data = self.config, self.context.data_config
+    dataset = cfg.get("dataset", "shapes")  # Or coco_captions, flickr30k, nocaps, ...
     records = common.load_records(data, cfg.get("split", "validation"),
-                                  cfg.get("num_examples", 64))
+                                  cfg.get("num_examples", 64), dataset=dataset)
     imgs = common.images(records, data)
     refs = {i: r["captions"] for i, r in enumerate(records)}
     args = (cfg.get("prompt", "<image>"), cfg.get("max_new_tokens", 24),
@@ -94,7 +96,8 @@ class CaptioningEvaluator:
                for k, v in caption_scores(dict(enumerate(preds)), refs).items()}
     results[f"{self.name}/example"] = f"{preds[0]!r} (reference: {refs[0][0]!r})"
     if cfg.get("baselines", False):
-      train = common.load_records(data, "train", cfg.get("num_train_records", 512))
+      train = common.load_records(data, "train", cfg.get("num_train_records", 512),
+                                  dataset=dataset)
       unigram = unigram_caption([c for r in train for c in r["captions"]])
       for k, v in caption_scores({i: unigram for i in refs}, refs).items():
         results[f"{self.name}/baseline_unigram_{k}"] = v

@@ -73,7 +73,8 @@ class LinearProbeEvaluator:
     dataset = self.config.get("dataset", "shapes")
     records = common.load_records(self.context.data_config, split, limit, dataset=dataset)
     idx, labels, classes = zeroshot.dataset_labels(records, dataset,
-                                                   self.config.get("attribute", "shape"))
+                                                   self.config.get("attribute", "shape"),
+                                                   self.context.data_config)
     imgs = common.images([records[i] for i in idx], self.context.data_config)
     feats = emb_lib.image_features(self.context.family, params, imgs,
                                    self.config.get("batch_size", 64))

@@ -49,7 +49,8 @@ def random_recall(num_images: int, captions_per_image: int, ks: Sequence[int] = 
 @register("retrieval")
 class RetrievalEvaluator:
   """Recall@1/5/10 over the first `num_examples` images of `split` and their
-  `captions_per_image` first captions. Config also: batch_size, baselines."""
+  `captions_per_image` first captions. Config also: dataset ('shapes', or a captioning dataset:
+  coco_captions, flickr30k, nocaps, webdataset), batch_size, baselines."""
 
   def __init__(self, name: str, config: Any, context: EvalContext):
     self.name, self.config, self.context = name, config, context
@@ -60,7 +61,8 @@ class RetrievalEvaluator:
   def run(self, params: Any) -> dict[str, Any]:
     cfg, data = self.config, self.context.data_config
     records = common.load_records(data, cfg.get("split", "validation"),
-                                  cfg.get("num_examples", 128))
+                                  cfg.get("num_examples", 128),
+                                  dataset=cfg.get("dataset", "shapes"))
     per = cfg.get("captions_per_image", 5)
     texts = [c for r in records for c in r["captions"][:per]]
     owner = [i for i, r in enumerate(records) for _ in r["captions"][:per]]

@@ -116,7 +116,8 @@ def answer_questions(context: EvalContext, params: Any, images: np.ndarray,
 class VQAEvaluator:
   """VQAv2 accuracy of greedy answers on `split` (every question of the first `num_examples`).
 
-  Config: split, num_examples, prompt ('<image>Question: {question} Answer:'), max_new_tokens,
+  Config: dataset ('shapes'), split, num_examples, prompt
+  ('<image>Question: {question} Answer:'), max_new_tokens,
   batch_size, baselines (True: most-frequent answer and blank-image model).
   """
 
@@ -126,8 +127,10 @@ class VQAEvaluator:
 
   def run(self, params: Any) -> dict[str, Any]:
     cfg, data = self.config, self.context.data_config
+    # `dataset`: any dataset with VQA records (shapes, vqav2, okvqa, gqa, textvqa).
+    dataset = cfg.get("dataset", "shapes")
     records = common.load_records(data, cfg.get("split", "validation"),
-                                  cfg.get("num_examples", 64))
+                                  cfg.get("num_examples", 64), dataset=dataset)
     imgs = common.images(records, data)
     rows = [(i, q, answers) for i, r in enumerate(records)
             for q, answers in zip(r["questions"], r["answers"])]
@@ -140,7 +143,8 @@ class VQAEvaluator:
     results = {f"{self.name}/accuracy": acc(preds), f"{self.name}/num_questions": len(rows),
                f"{self.name}/example": f"Q: {questions[0]} -> {preds[0]!r}"}
     if cfg.get("baselines", False):
-      train = common.load_records(data, "train", cfg.get("num_train_records", 512))
+      train = common.load_records(data, "train", cfg.get("num_train_records", 512),
+                                  dataset=dataset)
       prior = most_frequent_answer(train)
       results[f"{self.name}/baseline_most_frequent"] = acc([prior] * len(rows))
       blank = answer_questions(self.context, params, np.zeros_like(imgs[idx]), questions, *args)

@@ -3,8 +3,8 @@
 A class embedding is the re-normalised mean of the normalised text embeddings of every template
 filled with the class name; an image is classified by cosine similarity. On `shapes` the images
 are the single-object scenes of the split and the label is the object's `shape` or `colour`; on
-a labelled dataset (`dataset='fashion_mnist'`) every record with its `label` and the dataset's
-class names (`mmjax.data.datasets.class_names`).
+a labelled dataset (`dataset='fashion_mnist'`, `'imagenet'`) every record with its `label` and the
+dataset's class names (`mmjax.data.datasets.class_names`).
 Baselines: chance (1/C, k/C) and the most frequent class of the evaluated images.
 """
 
@@ -50,13 +50,14 @@ def single_object_labels(records: Sequence[dict], attribute: str
   return idx, labels, classes
 
 
-def dataset_labels(records: Sequence[dict], dataset: str, attribute: str = "shape"
-                   ) -> tuple[list[int], list[int], list[str]]:
+def dataset_labels(records: Sequence[dict], dataset: str, attribute: str = "shape",
+                   data_config: Any = None) -> tuple[list[int], list[int], list[str]]:
   """(record indices, label ids, class names) of `dataset`'s records: shapes' single-object
   scenes by `attribute`, otherwise each record's `label` (attribute unused)."""
   if dataset == "shapes":
     return single_object_labels(records, attribute)
-  classes = list(datasets.class_names(dataset))
+  where = datasets.source_kwargs(data_config) if data_config is not None else {}
+  classes = datasets.class_names(dataset, **where)
   labels = [int(r["label"]) for r in records]
   return list(range(len(records))), labels, classes
 
@@ -64,9 +65,9 @@ def dataset_labels(records: Sequence[dict], dataset: str, attribute: str = "shap
 @register("zeroshot")
 class ZeroShotEvaluator:
   """Top-1/top-5 zero-shot accuracy. Config: dataset ('shapes' or a labelled one such as
-  'fashion_mnist'), split, num_examples, attribute ('shape' / 'colour', shapes only), templates
-  (a templates.TEMPLATES name or a list; default 'shapes' on shapes, else 'openai_imagenet'),
-  batch_size, baselines."""
+  'fashion_mnist' or 'imagenet'), split, num_examples, attribute ('shape' / 'colour', shapes
+  only), templates (a templates.TEMPLATES name or a list; default 'shapes' on shapes, else
+  'openai_imagenet'), batch_size, baselines."""
 
   def __init__(self, name: str, config: Any, context: EvalContext):
     self.name, self.config, self.context = name, config, context
@@ -79,7 +80,7 @@ class ZeroShotEvaluator:
     dataset = cfg.get("dataset", "shapes")
     records = common.load_records(data, cfg.get("split", "validation"), cfg.get("num_examples"),
                                   dataset=dataset)
-    idx, labels, classes = dataset_labels(records, dataset, cfg.get("attribute", "shape"))
+    idx, labels, classes = dataset_labels(records, dataset, cfg.get("attribute", "shape"), data)
     if not idx:
       raise ValueError(f"evals.{self.name}: no labelled images in {dataset!r} split "
                        f"{cfg.get('split', 'validation')!r}")
