@@ -81,7 +81,9 @@ def test_two_processes_match_one_and_survivor_exits_when_peer_dies(data_dir, tmp
   assert sorted(os.listdir(multi / "checkpoints")) == ["2", "4"]
   a = ckpt_lib.Checkpointer(str(ref / "checkpoints"), async_save=False).restore_params()
   b = ckpt_lib.Checkpointer(str(multi / "checkpoints"), async_save=False).restore_params()
-  jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6),
+  # atol 1e-5: the two runs sum gradients in different orders, and Adam divides by sqrt(v), so
+  # an embedding row whose gradient is ~0 (a rare token) moves by reduction noise (seen: 2e-6).
+  jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5),
                          a, b)
 
   # Resume both processes from step 4, then kill -9 process 1 mid-run.
