@@ -26,6 +26,8 @@ How each figure is obtained:
 - FLOPs: mmjax/flops.py's jaxpr count of the train step at the global batch: model FLOPs (the
   step without remat, what MFU is defined on) and hardware FLOPs (with the recomputation).
 - step time: model FLOPs / (devices * device peak * MFU).
+A compute dtype 'auto' is resolved for --device (bf16 on TPU/GPU), not for the machine that runs
+the plan.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from mmjax import parallel as P
 from mmjax import paths
 from mmjax import train
 from mmjax.models import family as family_lib
+from mmjax.models import layers
 
 GiB = 1024 ** 3
 
@@ -59,19 +62,20 @@ class Device:
   peak_flops: float  # dense bf16 matmul FLOP/s (vendor figure; fp32 measured for `cpu`)
   hbm_bytes: float  # memory per device
   note: str
+  backend: str  # jax.default_backend() there: decides what compute dtype 'auto' becomes
 
 
 # Vendor dense-bf16 peaks per JAX device (one per chip; a TPU v4/v5p chip's two TensorCores form
 # one megacore device). GPU figures are the SXM parts without sparsity.
 DEVICES: Mapping[str, Device] = {
-    "tpu_v4": Device(275e12, 32 * GiB, "TPU v4 chip"),
-    "tpu_v5e": Device(197e12, 16 * GiB, "TPU v5e (v5litepod) chip"),
-    "tpu_v5p": Device(459e12, 95 * GiB, "TPU v5p chip"),
-    "tpu_v6e": Device(918e12, 32 * GiB, "TPU v6e (Trillium) chip"),
-    "a100": Device(312e12, 80 * GiB, "NVIDIA A100 80GB SXM"),
-    "h100": Device(989e12, 80 * GiB, "NVIDIA H100 80GB SXM"),
-    "h200": Device(989e12, 141 * GiB, "NVIDIA H200 141GB SXM"),
-    "cpu": Device(120e9, 24 * GiB, "this project's 2-core CPU machine (fp32, measured)"),
+    "tpu_v4": Device(275e12, 32 * GiB, "TPU v4 chip", "tpu"),
+    "tpu_v5e": Device(197e12, 16 * GiB, "TPU v5e (v5litepod) chip", "tpu"),
+    "tpu_v5p": Device(459e12, 95 * GiB, "TPU v5p chip", "tpu"),
+    "tpu_v6e": Device(918e12, 32 * GiB, "TPU v6e (Trillium) chip", "tpu"),
+    "a100": Device(312e12, 80 * GiB, "NVIDIA A100 80GB SXM", "gpu"),
+    "h100": Device(989e12, 80 * GiB, "NVIDIA H100 80GB SXM", "gpu"),
+    "h200": Device(989e12, 141 * GiB, "NVIDIA H200 141GB SXM", "gpu"),
+    "cpu": Device(120e9, 24 * GiB, "this project's 2-core CPU machine (fp32, measured)", "cpu"),
 }
 
 
@@ -90,6 +94,7 @@ class Plan:
   activation_bytes: float
   activation_bytes_per_example: float
   remat: tuple[str, ...]
+  dtypes: tuple[str, ...]
   model_flops: float
   hardware_flops: float
 
@@ -106,6 +111,16 @@ class Plan:
   def step_seconds(self, device: Device, mfu: float) -> float:
     """Seconds per step when the model FLOPs run at `mfu` of the devices' peak."""
     return self.model_flops / (self.num_devices * device.peak_flops * mfu)
+
+
+def resolve_auto_dtypes(model_config: Any, backend: str) -> None:
+  """Replaces every compute `dtype` 'auto' of a model config (in place) by what it becomes on
+  `backend` (layers.auto_compute_dtype), so a plan made on a CPU counts a TPU's bf16."""
+  for key, value in model_config.items():
+    if hasattr(value, "items"):
+      resolve_auto_dtypes(value, backend)
+    elif key == "dtype" and value == "auto":
+      model_config[key] = str(layers.auto_compute_dtype(backend))
 
 
 def parse_mesh(text: str) -> dict[str, int]:
@@ -149,13 +164,14 @@ def shard_bytes(tree: Any, shardings: Any, what: str) -> float:
   return total
 
 
-def _remat_fields(model_config: Any, prefix: str = "model") -> tuple[str, ...]:
+def _fields(model_config: Any, name: str, prefix: str = "model") -> tuple[str, ...]:
+  """'model.lm.remat=none', ... for every field called `name` in a model config."""
   out = []
   for key, value in model_config.items():
     if hasattr(value, "items"):
-      out += _remat_fields(value, f"{prefix}.{key}")
-    elif key == "remat":
-      out.append(f"{prefix}.remat={value}")
+      out += _fields(value, name, f"{prefix}.{key}")
+    elif key == name:
+      out.append(f"{prefix}.{name}={value}")
   return tuple(out)
 
 
@@ -232,7 +248,7 @@ def make_plan(config: Any, mesh_sizes: Mapping[str, int], batch_size: Optional[i
                                           trainable)
 
   per_device_batch = batch_size // data_ways
-  remat = _remat_fields(config.model)
+  remat = _fields(config.model, "remat")
   per_example = model = hardware = float("nan")
   if compute:
     per_example = residual_bytes(family, params, trainable, batch_spec(family, config.data, 2)) \
@@ -253,6 +269,7 @@ def make_plan(config: Any, mesh_sizes: Mapping[str, int], batch_size: Optional[i
       gradient_bytes=shard_bytes(grads, grad_shardings, "gradients"),
       activation_bytes=per_example * per_device_batch / mesh_sizes[P.TENSOR],
       activation_bytes_per_example=per_example, remat=remat,
+      dtypes=tuple(sorted({d.split('=')[1] for d in _fields(config.model, 'dtype')})),
       model_flops=model, hardware_flops=hardware)
 
 
@@ -273,7 +290,7 @@ def format_plan(plan: Plan, device_name: str, mfu: float) -> str:
       f"mesh {mesh} ({plan.num_devices} devices), rules {plan.rules}, batch {plan.batch_size} "
       f"({plan.per_device_batch} per device)",
       f"params {plan.total_params:,} ({plan.trainable_params:,} trainable); remat: "
-      f"{', '.join(plan.remat) or 'n/a'}",
+      f"{', '.join(plan.remat) or 'n/a'}; compute dtype: {', '.join(plan.dtypes)}",
       "per-device memory:",
       f"  params          {_gib(plan.params_bytes)}",
       f"  optimizer state {_gib(plan.optimizer_bytes)}",
@@ -313,6 +330,7 @@ def main(argv=None) -> int:
   if args.device not in DEVICES:
     parser.error(f"unknown --device {args.device!r}; choose one of {sorted(DEVICES)}")
   config = config_lib.load_config(args.config, [r.removeprefix("--") for r in rest])
+  resolve_auto_dtypes(config.model, DEVICES[args.device].backend)
   plan = make_plan(config, parse_mesh(args.mesh), args.batch_size, args.rules)
   print(f"{args.config} on {args.device}")
   print(format_plan(plan, args.device, args.mfu))
