@@ -31,11 +31,11 @@ import numpy as np  # noqa: E402
 from mmjax import config_lib, flops, optim, plan, train  # noqa: E402
 from mmjax.models import family as family_lib  # noqa: E402
 
-# A "medium" decoder LM for CPU MFU: matrices large enough (512 x 2048, 4096 tokens per step)
+# A "medium" decoder LM for CPU MFU: matrices large enough (512 x 2048, 2048 tokens per step)
 # that XLA's matmuls run near the machine's peak, small enough for seconds per step on 2 cores.
 MEDIUM_LM = ("model.width=512", "model.depth=4", "model.num_heads=8", "model.num_kv_heads=8",
              "model.head_dim=64", "model.mlp_dim=2048", "model.max_len=256",
-             "data.text_length=256", "data.batch_size=16", "model.dtype=float32")
+             "data.text_length=256", "data.batch_size=8", "model.dtype=float32")
 
 
 def median_seconds(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
