@@ -247,6 +247,10 @@ def make_plan(config: Any, mesh_sizes: Mapping[str, int], batch_size: Optional[i
   grad_shardings = jax.tree_util.tree_map(lambda s, t: s if t else None, param_shardings,
                                           trainable)
 
+  # Shards first: a mesh that does not divide a parameter fails before the slow traces.
+  state_bytes = dict(params_bytes=shard_bytes(params, param_shardings, "parameters"),
+                     optimizer_bytes=shard_bytes(opt_state, opt_shardings, "optimizer state"),
+                     gradient_bytes=shard_bytes(grads, grad_shardings, "gradients"))
   per_device_batch = batch_size // data_ways
   remat = _fields(config.model, "remat")
   per_example = model = hardware = float("nan")
@@ -264,9 +268,7 @@ def make_plan(config: Any, mesh_sizes: Mapping[str, int], batch_size: Optional[i
       mesh=mesh_sizes, rules=rules if isinstance(rules, str) else "custom",
       batch_size=batch_size, per_device_batch=per_device_batch,
       total_params=count(params), trainable_params=count(grads),
-      params_bytes=shard_bytes(params, param_shardings, "parameters"),
-      optimizer_bytes=shard_bytes(opt_state, opt_shardings, "optimizer state"),
-      gradient_bytes=shard_bytes(grads, grad_shardings, "gradients"),
+      **state_bytes,
       activation_bytes=per_example * per_device_batch / mesh_sizes[P.TENSOR],
       activation_bytes_per_example=per_example, remat=remat,
       dtypes=tuple(sorted({d.split('=')[1] for d in _fields(config.model, 'dtype')})),

@@ -125,3 +125,10 @@ def test_without_remat_clears_every_level():
   cleared = flops.without_remat(config.model)
   assert cleared.lm.remat == cleared.vision.remat == cleared.resampler.remat == "none"
   assert config.model.lm.remat == "full"
+
+
+def test_indivisible_parameter_is_named():
+  # micro's LM width 32 does not split 64 ways: the plan names the parameter, as jit would fail.
+  micro = load_micro()
+  with pytest.raises(ValueError, match="parameters: .* do not divide"):
+    plan.make_plan(micro, {"fsdp": 64}, batch_size=64, compute=False)
