@@ -114,29 +114,38 @@ def check_vocab(model_config: Any, tokenizer: tokenizers.Tokenizer, prefix: str 
                        f"{key}={getattr(tokenizer, key)}")
 
 
-def _first_difference(saved: Any, current: Any, path: str) -> Optional[str]:
-  """'path: saved X, this run Y' for the first differing leaf of two JSON trees, else None."""
+# Model fields that change how the same parameters are computed or trained, not what they are:
+# a resume may change them (e.g. turn on remat after an out-of-memory, or unfreeze a tower).
+RESUMABLE_MODEL_FIELDS = frozenset({
+    "remat", "dtype", "attention_impl", "dropout_rate", "attention_dropout", "patch_dropout",
+    "freeze_vision", "freeze_lm", "freeze_text"})
+
+
+def _differences(saved: Any, current: Any, path: str) -> list[str]:
+  """'path: saved X, this run Y' for every differing leaf of two JSON trees, in key order."""
   if isinstance(saved, dict) and isinstance(current, dict):
+    out = []
     for key in sorted(set(saved) | set(current)):
       if key not in saved or key not in current:
         where = "this run" if key not in saved else "the saved config"
-        return f"{path}.{key} exists only in {where}"
-      diff = _first_difference(saved[key], current[key], f"{path}.{key}")
-      if diff:
-        return diff
-    return None
+        out.append(f"{path}.{key} exists only in {where}")
+      else:
+        out += _differences(saved[key], current[key], f"{path}.{key}")
+    return out
   if isinstance(saved, list) and isinstance(current, list) and len(saved) == len(current):
-    for i, (a, b) in enumerate(zip(saved, current)):
-      diff = _first_difference(a, b, f"{path}[{i}]")
-      if diff:
-        return diff
-    return None
-  return None if saved == current else f"{path}: saved {saved!r}, this run {current!r}"
+    return [d for i, (a, b) in enumerate(zip(saved, current))
+            for d in _differences(a, b, f"{path}[{i}]")]
+  return [] if saved == current else [f"{path}: saved {saved!r}, this run {current!r}"]
+
+
+def _field_name(difference: str) -> str:
+  return difference.split(":")[0].split(" ")[0].rsplit(".", 1)[-1]
 
 
 def check_workdir_model(config: Any, workdir: str) -> None:
   """A workdir with checkpoints must belong to this model: its config.json's `model` section
-  must equal ours (else ValueError naming the first differing field). Nothing is written."""
+  must equal ours up to RESUMABLE_MODEL_FIELDS (those differences are logged), else ValueError
+  naming the first differing field. Nothing is written."""
   directory = ckpt_lib.checkpoint_dir(workdir)
   path = os.path.join(workdir, "config.json")
   if not os.path.isdir(directory) or not os.path.exists(path):
@@ -151,10 +160,14 @@ def check_workdir_model(config: Any, workdir: str) -> None:
     log.warning("cannot read %s (%s); relying on the checkpoint's parameter tree", path, e)
     return
   current = json.loads(config.model.to_json_best_effort())
-  diff = _first_difference(saved, current, "model")
-  if diff:
-    raise ValueError(f"workdir {workdir} holds checkpoints of another model ({diff}). Use a new "
-                     "--workdir, or the saved config to resume it.")
+  diffs = _differences(saved, current, "model")
+  for diff in diffs:
+    if _field_name(diff) in RESUMABLE_MODEL_FIELDS:
+      log.warning("resuming %s with a changed model field: %s", workdir, diff)
+  blocking = [d for d in diffs if _field_name(d) not in RESUMABLE_MODEL_FIELDS]
+  if blocking:
+    raise ValueError(f"workdir {workdir} holds checkpoints of another model ({blocking[0]}). Use "
+                     "a new --workdir, or the saved config to resume it.")
 
 
 def _find_fields(tree: Any, names: tuple[str, ...], prefix: str) -> list[tuple[str, int]]:

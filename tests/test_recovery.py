@@ -1,6 +1,7 @@
 """Checkpoint recovery: a damaged newest step falls back to the previous one (named in a
 warning, then set aside), and a workdir of another model is refused before anything changes."""
 
+import json
 import logging
 import os
 
@@ -81,3 +82,14 @@ def test_workdir_of_another_model_is_refused_before_any_write(data_dir, tmp_path
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]
   assert not (tmp_path / "checkpoints_corrupt").exists()
   assert not (tmp_path / "config.json").exists()
+
+
+def test_resume_may_change_how_the_same_parameters_are_computed(data_dir, tmp_path):
+  """A remat policy or dtype change keeps the parameters, so the resume is allowed (logged)."""
+  train.train_and_evaluate(micro_config(data_dir, total_steps=2), str(tmp_path))
+  resumed = micro_config(data_dir, total_steps=3, **{"model.remat": "full"})
+  train.train_and_evaluate(resumed, str(tmp_path))
+  assert "3" in os.listdir(tmp_path / "checkpoints")
+  steps = [json.loads(line)["step"] for line in
+           (tmp_path / "metrics.jsonl").read_text().splitlines() if '"step"' in line]
+  assert min(steps) >= 1 and max(steps) == 3

@@ -21,6 +21,10 @@ def default_data_config(**overrides) -> ml_collections.ConfigDict:
   # (media/media_mask/tokens/media_locations/loss_mask), 'vqa' (image + question-answer tokens,
   # loss on the answer), 'lm' (tokens/loss_mask only), 'video' (media of num_frames frames).
   c.task = "caption"
+  # Per-dataset tasks for a mixture of tasks (one per entry of `datasets`, which may repeat a
+  # dataset: ("shapes", "shapes") with ("caption", "vqa")); empty: every dataset uses `task`.
+  # The rows must share one form, so mixing tasks needs media rows (as_media or interleaved).
+  c.tasks = ()
   # caption/vqa only: emit `media` [B, 1, 1, H, W, 3] + `<image>` tokens (Flamingo) instead of
   # `image` [B, H, W, 3] (two-tower models).
   c.as_media = False
@@ -79,10 +83,26 @@ def default_data_config(**overrides) -> ml_collections.ConfigDict:
   return c
 
 
+def dataset_tasks(c: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The task of each entry of `c.datasets` (`c.tasks`, or `c.task` for all)."""
+  return tuple(c.tasks) if c.tasks else (c.task,) * len(c.datasets)
+
+
 def validate(c: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming the first bad field."""
   if c.task not in TASKS:
     raise ValueError(f"data.task must be one of {TASKS}, got {c.task!r}")
+  if c.tasks:
+    if len(c.tasks) != len(c.datasets):
+      raise ValueError(f"data.tasks {tuple(c.tasks)} needs one task per dataset in "
+                       f"data.datasets {tuple(c.datasets)}")
+    for t in c.tasks:
+      if t not in TASKS:
+        raise ValueError(f"data.tasks entries must be in {TASKS}, got {t!r}")
+    media_rows = c.as_media or all(t in ("interleaved", "video") for t in c.tasks)
+    if len(set(c.tasks)) > 1 and not media_rows:
+      raise ValueError(f"data.tasks {tuple(c.tasks)} mixes tasks whose rows differ; set "
+                       "data.as_media=True so every task emits media rows")
   if c.on_bad_example not in BAD_DATA_POLICIES:
     raise ValueError(f"data.on_bad_example must be one of {BAD_DATA_POLICIES}, "
                      f"got {c.on_bad_example!r}")

@@ -41,15 +41,16 @@ def _tag(index: int, record: Any) -> tuple[int, Any]:
 
 
 def _frames_per_media(config) -> int:
-  if config.task == "video" or (config.task == "interleaved" and "shapes_video" in config.datasets):
-    return int(config.num_frames)
+  for name, task in zip(config.datasets, config_lib.dataset_tasks(config)):
+    if task == "video" or (task == "interleaved" and name == "shapes_video"):
+      return int(config.num_frames)
   return 1
 
 
 def load_sources(config) -> dict[str, Any]:
   """Random-access sources for `config.datasets` (prepared on first use)."""
   return {name: datasets.load_source(name, config.split, **datasets.source_kwargs(config))
-          for name in config.datasets}
+          for name in dict.fromkeys(config.datasets)}
 
 
 def build_dataset(config, tokenizer: tok_lib.Tokenizer, *, process_index: int,
@@ -57,8 +58,9 @@ def build_dataset(config, tokenizer: tok_lib.Tokenizer, *, process_index: int,
                   sources: Mapping[str, Sequence] | None = None) -> grain.MapDataset:
   """The per-example MapDataset of this process (rows, or bad-example markers)."""
   config_lib.validate(config)
-  for name in config.datasets:
-    tasks.check_supported(name, config.task)
+  dataset_tasks = config_lib.dataset_tasks(config)
+  for name, task in zip(config.datasets, dataset_tasks):
+    tasks.check_supported(name, task)
   if not train and len(config.datasets) > 1:
     raise ValueError(f"evaluation reads one dataset at a time; data.datasets is "
                      f"{tuple(config.datasets)}")
@@ -76,7 +78,8 @@ def build_dataset(config, tokenizer: tok_lib.Tokenizer, *, process_index: int,
       # Shuffle before repeat: grain reshuffles each epoch with seed + epoch.
       ds = ds.shuffle(seed=(int(config.seed) * 7919 + k) % 2**32).repeat()
     ds = ds.map_with_index(tasks.ExampleProcessor(
-        name, k, config, tokenizer, train=train, frames_per_media=frames))
+        name, k, config, tokenizer, train=train, frames_per_media=frames,
+        task=dataset_tasks[k]))
     per_dataset.append(ds)
   if len(per_dataset) == 1:
     stream = per_dataset[0]

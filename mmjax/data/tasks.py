@@ -67,11 +67,13 @@ class ExampleProcessor:
   """
 
   def __init__(self, dataset: str, dataset_id: int, config, tokenizer: tok_lib.Tokenizer, *,
-               train: bool, frames_per_media: int):
-    check_supported(dataset, config.task)
+               train: bool, frames_per_media: int, task: str | None = None):
+    """`task` overrides `config.task` (a mixture's per-dataset task, `config.tasks`)."""
+    task = task or config.task
+    check_supported(dataset, task)
     self.dataset, self.dataset_id, self.train = dataset, dataset_id, train
-    self.task, self.split = config.task, config.split
-    self.as_media = config.as_media or config.task in ("interleaved", "video")
+    self.task, self.split = task, config.split
+    self.as_media = config.as_media or task in ("interleaved", "video")
     self.video_qa = config.video_qa
     self.policy = config.on_bad_example
     self.seed = int(config.seed)
@@ -148,7 +150,8 @@ class ExampleProcessor:
       return [(target_ids, TARGET)]
     budget = max(self.length - extra - len(target_ids), 0)
     prompt_ids = self._enc(prompt)
-    return [(prompt_ids[len(prompt_ids) - budget:] if budget else [], PROMPT), (target_ids, TARGET)]
+    return [(prompt_ids[max(len(prompt_ids) - budget, 0):] if budget else [], PROMPT),
+            (target_ids, TARGET)]
 
   def _single(self, image: np.ndarray, prompt: str | None, target: str) -> dict:
     """caption/vqa row: `image` + tokens, or (as_media) the one-image interleaved form."""

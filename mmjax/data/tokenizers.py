@@ -287,15 +287,22 @@ def bert_wordpiece(vocab_file: str | None = None, data_dir: str | None = None,
 
 # ---- Trained on shapes --------------------------------------------------------------------------
 
+# Bumped whenever `shapes_corpus` changes, so cached models of an older corpus are not reused.
+SHAPES_CORPUS_VERSION = 2
+
+
 def shapes_corpus(num_examples: int = 2000, seed: int = 0) -> list[str]:
-  """Captions, questions and answers of the first `num_examples` `shapes` training examples
-  (regenerated from their seeds, without rendering)."""
+  """Captions, and questions with their answers in the VQA task's prompt format, of the first
+  `num_examples` `shapes` training examples (regenerated from their seeds, without rendering).
+
+  The format words matter: without them "Question:" costs ten byte-fallback pieces a row."""
   from mmjax.data.builders import common, shapes  # pylint: disable=import-outside-toplevel
   config = common.make_config(seed=seed)
   lines = []
   for i in range(num_examples):
     ex = shapes.generate_example(config, "train", i, render=False)
-    lines += ex["captions"] + ex["questions"] + ex["answer"]
+    lines += ex["captions"]
+    lines += [f"Question: {q} Answer: {a}" for q, a in zip(ex["questions"], ex["answer"])]
   return lines
 
 
@@ -312,7 +319,7 @@ def shapes_sp_path(data_dir: str | None = None, vocab_size: int = 512, seed: int
   """Cache path of the shapes sentencepiece model."""
   from mmjax.data import datasets  # pylint: disable=import-outside-toplevel
   return os.path.join(datasets.resolve_data_dir(data_dir), "tokenizers",
-                      f"shapes_sp_v{vocab_size}_s{seed}.model")
+                      f"shapes_sp_v{vocab_size}_s{seed}_c{SHAPES_CORPUS_VERSION}.model")
 
 
 def train_shapes_sp(path: str, vocab_size: int = 512, seed: int = 0) -> None:
@@ -322,7 +329,10 @@ def train_shapes_sp(path: str, vocab_size: int = 512, seed: int = 0) -> None:
   model = io.BytesIO()
   spm.SentencePieceTrainer.train(
       sentence_iterator=iter(shapes_corpus(seed=seed)), model_writer=model,
-      vocab_size=vocab_size, model_type="unigram", character_coverage=1.0,
+      # BPE, not unigram: with 256 of the pieces spent on byte fallback, unigram's pruning left
+      # ~120 word pieces and split "large" into l/ar/ge (24 ids a caption); BPE's merges keep
+      # every shapes word whole (13 ids a caption), so a tiny model learns words, not spelling.
+      vocab_size=vocab_size, model_type="bpe", character_coverage=1.0,
       # byte_fallback: any text (not only shapes words) encodes losslessly.
       byte_fallback=True, pad_id=0,
       # The shapes language has ~100 words: vocab_size is an upper bound, not a demand.
@@ -348,7 +358,7 @@ def shapes_wordpiece_vocab(data_dir: str | None = None, vocab_size: int = 400) -
   """A BERT-style vocab.txt trained on `shapes` text (trained on first use, cached)."""
   from mmjax.data import datasets  # pylint: disable=import-outside-toplevel
   path = os.path.join(datasets.resolve_data_dir(data_dir), "tokenizers",
-                      f"shapes_wordpiece_v{vocab_size}", "vocab.txt")
+                      f"shapes_wordpiece_v{vocab_size}_c{SHAPES_CORPUS_VERSION}", "vocab.txt")
   if not os.path.exists(path):
     # pylint: disable-next=import-outside-toplevel
     from tokenizers.implementations import BertWordPieceTokenizer

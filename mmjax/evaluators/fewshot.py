@@ -10,6 +10,10 @@ query by cosine similarity of the vision tower's pooled features, most similar l
 query). Each shot count is run for every seed and reported as mean and std (CIDEr for
 captioning, VQAv2 accuracy for vqa). Shot counts whose prompt would not fit in lm.max_len are
 reported as skipped rather than truncated.
+
+The formats are the papers'; a model trained on other prompts (the shapes tasks train on
+`<image>{caption}` and `<image>Question: q Answer: a`) is evaluated in its own format by the
+config fields `demo` / `query` (see mmjax/evaluators/suites.py).
 """
 
 from __future__ import annotations
@@ -48,7 +52,8 @@ def random_demos(num_queries: int, pool_size: int, shots: int, seed: int) -> np.
 @register("fewshot")
 class FewShotEvaluator:
   """Config: task ('captioning' / 'vqa'), shots ((0, 4, 8, 16, 32)), seeds ((0, 1, 2)),
-  selection ('random' / 'rices'), split, num_examples, pool_size, max_new_tokens, batch_size."""
+  selection ('random' / 'rices'), split, num_examples, pool_size, max_new_tokens, batch_size,
+  demo / query (prompt formats with {caption} or {question}/{answer}; default: the papers')."""
 
   def __init__(self, name: str, config: Any, context: EvalContext):
     self.name, self.config, self.context = name, config, context
@@ -73,9 +78,10 @@ class FewShotEvaluator:
     return out
 
   def _prompt(self, demos: Sequence[dict], query: dict) -> str:
-    if self.config.get("task", "captioning") == "captioning":
-      return "".join(CAPTION_DEMO.format(**d) for d in demos) + CAPTION_QUERY
-    return "".join(VQA_DEMO.format(**d) for d in demos) + VQA_QUERY.format(**query)
+    captioning = self.config.get("task", "captioning") == "captioning"
+    demo = self.config.get("demo", CAPTION_DEMO if captioning else VQA_DEMO)
+    ask = self.config.get("query", CAPTION_QUERY if captioning else VQA_QUERY)
+    return "".join(demo.format(**d) for d in demos) + ask.format(**query)
 
   def _score(self, preds: Sequence[str], queries: Sequence[dict]) -> float:
     if self.config.get("task", "captioning") == "captioning":

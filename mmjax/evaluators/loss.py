@@ -22,12 +22,15 @@ def eval_data_config(config: Any, context: EvalContext):
   data = context.data_config.copy_and_resolve_references()
   data.unlock()
   data.split = config.get("split", "validation")
-  for key in ("task", "batch_size", "datasets", "weights", "as_media", "video_qa",
+  for key in ("task", "tasks", "batch_size", "datasets", "weights", "as_media", "video_qa",
               "interleaved_kind", "shots"):
     if config.get(key) is not None:
       data[key] = config[key]
   if config.get("datasets") is not None and config.get("weights") is None:
     data.weights = (1.0,) * len(data.datasets)
+  if (config.get("datasets") is not None or config.get("task") is not None) and \
+      config.get("tasks") is None:
+    data.tasks = ()  # The run's per-dataset tasks described the run's mixture, not this one.
   return data
 
 

@@ -9,6 +9,14 @@ import ml_collections
 
 SUITES = ("shapes",)
 
+# The shapes tasks' own training formats (mmjax/data/tasks.py), so in-context demonstrations look
+# like what the model saw; the papers' "Output:" / "Short answer:" forms are fewshot's defaults.
+SHAPES_FORMATS = {
+    "captioning": dict(demo="<image>{caption}<|endofchunk|>", query="<image>"),
+    "vqa": dict(demo="<image>Question: {question} Answer: {answer}<|endofchunk|>",
+                query="<image>Question: {question} Answer:"),
+}
+
 
 def shapes_suite(family: str, size: str = "full") -> ml_collections.ConfigDict:
   """The evaluators of `family` on shapes."""
@@ -37,11 +45,12 @@ def shapes_suite(family: str, size: str = "full") -> ml_collections.ConfigDict:
     evals["fewshot_captioning"] = dict(
         type="fewshot", task="captioning", shots=(0, 2) if small else (0, 4, 8, 16, 32),
         seeds=(0, 1) if small else (0, 1, 2), num_examples=4 if small else 32,
-        pool_size=16 if small else 256, max_new_tokens=8 if small else 16)
+        pool_size=16 if small else 256, max_new_tokens=8 if small else 16,
+        **SHAPES_FORMATS["captioning"])
     evals["fewshot_vqa_rices"] = dict(
         type="fewshot", task="vqa", selection="rices", shots=(0, 2) if small else (0, 4, 8),
         seeds=(0,) if small else (0, 1, 2), num_examples=4 if small else 32,
-        pool_size=16 if small else 256)
+        pool_size=16 if small else 256, **SHAPES_FORMATS["vqa"])
     evals["probe_shape"] = dict(type="linear_probe", attribute="shape",
                                 train_records=64 if small else 1024, baselines=True)
   if not evals:

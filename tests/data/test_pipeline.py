@@ -196,3 +196,27 @@ def test_global_batches_do_not_depend_on_the_process_count(make_config, tok):
     for key in one[step]:
       np.testing.assert_array_equal(
           np.concatenate([halves[0][step][key], halves[1][step][key]]), one[step][key])
+
+
+def test_a_mixture_of_tasks_on_one_dataset_feeds_both_formats(make_config, tok):
+  """data.tasks: ('shapes', 'shapes') as ('caption', 'vqa') gives caption and Q/A rows in one
+  stream, each with its loss only on its target, in the weights' proportion."""
+  c = make_config(datasets=("shapes", "shapes"), tasks=("caption", "vqa"), weights=(1.0, 1.0),
+                  as_media=True, max_media=1)
+  batches = _take(pipeline.make_pipeline(c, tokenizer=tok, process_index=0, process_count=1), 4)
+  qa = caption = 0
+  for b in batches:
+    validate_batch(b)
+    for tokens, loss in zip(b["tokens"], b["loss_mask"]):
+      text = tok.decode([int(t) for t, m in zip(tokens, loss) if not m and t < tok.vocab_size])
+      if "Question:" in text:
+        qa += 1
+        # The loss covers the answer, <|endofchunk|> and nothing of the question.
+        assert 2 <= loss.sum() <= 6, loss.sum()
+      else:
+        caption += 1
+  assert qa + caption == 32 and abs(qa - caption) <= 2, (qa, caption)
+  with pytest.raises(ValueError, match="data.tasks"):
+    make_config(datasets=("shapes",), tasks=("caption", "vqa"))
+  with pytest.raises(ValueError, match="as_media"):
+    make_config(datasets=("shapes", "shapes"), tasks=("caption", "vqa"))
