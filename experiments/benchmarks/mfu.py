@@ -1,6 +1,6 @@
 """Model FLOPs utilisation of a medium train step against this machine's measured matmul peak.
 
-    python experiments/benchmarks/mfu.py [--spec configs/lm.py:tiny] [--steps 5]
+    python experiments/benchmarks/mfu.py [--spec configs/lm.py:tiny] [--steps 5] [field=value ...]
 
 Peak: the median FLOP/s of a 2048^3 fp32 `jnp.dot` (2 n^3 FLOPs). Step FLOPs: the jaxpr count of
 the train step (mmjax/flops.py: matmuls and convolutions, scanned layers times their depth, no
@@ -76,10 +76,12 @@ def main(argv=None) -> float:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--spec", default="configs/lm.py:tiny", help="config (medium overrides "
                       "are applied to configs/lm.py presets)")
+  parser.add_argument("overrides", nargs="*", help="extra config overrides, e.g. model.scan=False")
   parser.add_argument("--steps", type=int, default=5, help="timed steps per round")
   parser.add_argument("--rounds", type=int, default=3, help="alternating peak/step rounds")
   args = parser.parse_args(argv)
-  overrides = C.MEDIUM_LM if args.spec.startswith("configs/lm.py") else ()
+  overrides = (C.MEDIUM_LM if args.spec.startswith("configs/lm.py") else ()) + \
+      tuple(args.overrides)
   step = C.TrainStep(args.spec, overrides)
   flops = step.model_flops()
   step.run(1)  # compile + warm up
