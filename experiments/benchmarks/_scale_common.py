@@ -147,4 +147,4 @@ class TrainStep:
 
 def verdict(name: str, value: float, target: str, ok: bool) -> str:
   """The last line of every benchmark: 'name: value (target ...): MET / MISSED'."""
-  return f"{name}: {value:.3g} (target {target}): {'MET' if ok else 'MISSED'}"
+  return f"{name}: {value:.2f} (target {target}): {'MET' if ok else 'MISSED'}"
