@@ -82,8 +82,9 @@ def text(**overrides) -> ml_collections.ConfigDict:
 
 def model_common(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Fields every model config has: dtypes, layer scanning and rematerialisation."""
-  # Compute dtype of activations and matmuls ('float32' or 'bfloat16').
-  c.dtype = "float32"
+  # Compute dtype of activations and matmuls: 'float32', 'bfloat16', or 'auto' (bfloat16 on
+  # GPU/TPU, float32 on CPU; mmjax/models/layers.py:auto_compute_dtype).
+  c.dtype = "auto"
   # Storage dtype of parameters (fp32 master weights by default).
   c.param_dtype = "float32"
   # Scan over layers (one compiled layer body; compile time independent of depth).

@@ -41,10 +41,11 @@ def vision_model(**overrides) -> ml_collections.ConfigDict:
                                  if k != "project"})
   # The ViT's own output projection width: none, Flamingo uses the tokens.
   v.output_dim = ml_collections.FieldReference(None, field_type=int)
-  # Scan over layers and the remat policy name; compute and parameter dtypes.
+  # Scan over layers and the remat policy name; compute ('auto': bf16 on GPU/TPU, fp32 on CPU)
+  # and parameter dtypes.
   v.scan = True
   v.remat = "none"
-  v.dtype = "float32"
+  v.dtype = "auto"
   v.param_dtype = "float32"
   v.update(overrides)
   return v
@@ -68,10 +69,11 @@ def resampler_model(**overrides) -> ml_collections.ConfigDict:
   r.max_frames = 2
   # LayerNorm epsilon.
   r.norm_eps = 1e-5
-  # Scan over layers and the remat policy name; compute and parameter dtypes.
+  # Scan over layers and the remat policy name; compute ('auto': bf16 on GPU/TPU, fp32 on CPU)
+  # and parameter dtypes.
   r.scan = True
   r.remat = "none"
-  r.dtype = "float32"
+  r.dtype = "auto"
   r.param_dtype = "float32"
   r.update(overrides)
   return r

@@ -57,9 +57,12 @@ def lm_model(**overrides) -> ml_collections.ConfigDict:
   # Scan over layers (compile time independent of depth) and the remat policy name.
   m.scan = True
   m.remat = "none"
-  # Compute and parameter dtypes.
-  m.dtype = "float32"
+  # Compute dtype ('auto': bfloat16 on GPU/TPU, float32 on CPU) and parameter dtype.
+  m.dtype = "auto"
   m.param_dtype = "float32"
+  # Self-attention kernel: 'auto' (cuDNN flash attention on GPU when dtype and head_dim allow,
+  # else XLA), 'xla' or 'cudnn'.
+  m.attention_impl = "auto"
   m.update(overrides)
   return m
 

@@ -31,6 +31,7 @@ import optax
 
 from mmjax import checkpoint as ckpt_lib
 from mmjax import config_lib
+from mmjax import flops as flops_lib
 from mmjax import metric_writers
 from mmjax import optim
 from mmjax import parallel as P
@@ -262,19 +263,47 @@ def init_train_state(family: family_lib.ModelFamily, tx: optax.GradientTransform
     return nn.unbox(family.init(k, family.dummy_batch(1))["params"])
 
   params = jax.jit(init_params, out_shardings=param_shardings)(key)
-  by_path = {paths.path_str(p): (x.shape, s) for (p, x), s in zip(
-      jax.tree_util.tree_flatten_with_path(params)[0], jax.tree_util.tree_leaves(param_shardings))}
-
-  def sharding_of(path, leaf):
-    name = paths.path_str(path)
-    for param_path, (shape, sharding) in by_path.items():
-      if (name == param_path or name.endswith("/" + param_path)) and leaf.shape == shape:
-        return sharding
-    return P.replicated(mesh)
-
-  opt_shardings = jax.tree_util.tree_map_with_path(sharding_of, jax.eval_shape(tx.init, params))
+  opt_shardings = like_params(jax.eval_shape(tx.init, params), params, param_shardings,
+                              P.replicated(mesh))
   opt_state = jax.jit(tx.init, out_shardings=opt_shardings)(params)
   return params, opt_state, opt_shardings
+
+
+def like_params(tree: Any, params: Any, per_param: Any, default: Any) -> Any:
+  """For each leaf of `tree` (an optimizer state), the `per_param` entry of the parameter it
+  mirrors (its path ends with the parameter's path and it has its shape: Adam's mu and nu),
+  else `default`. Used for shardings here and for mesh-axis specs by `mmjax.plan`."""
+  by_path = {paths.path_str(p): (x.shape, v) for (p, x), v in zip(
+      jax.tree_util.tree_flatten_with_path(params)[0], jax.tree_util.tree_leaves(
+          per_param, is_leaf=lambda x: x is None))}
+
+  def pick(path, leaf):
+    name = paths.path_str(path)
+    for param_path, (shape, value) in by_path.items():
+      if (name == param_path or name.endswith("/" + param_path)) and leaf.shape == shape:
+        return value
+    return default
+  return jax.tree_util.tree_map_with_path(pick, tree)
+
+
+def trainable_mask(config: Any, family: family_lib.ModelFamily, params: Any) -> Any:
+  """Bool tree over `params`: False for leaves frozen by `config.optim.frozen` or by the
+  family's `is_trainable` (e.g. Flamingo's frozen towers)."""
+  frozen = optim.regex_mask(params, config.optim.frozen)
+  is_trainable = getattr(family, "is_trainable", None)
+  if is_trainable is not None:
+    frozen = jax.tree_util.tree_map(lambda f, path: f or not is_trainable(path), frozen,
+                                    paths.tree_paths(params))
+  return jax.tree_util.tree_map(lambda f: not f, frozen)
+
+
+def model_flops_per_step(config: Any, tx: optax.GradientTransformation, trainable: Any,
+                         *step_args: Any) -> float:
+  """Model FLOPs of one train step on `step_args` (arrays or ShapeDtypeStructs): the step of
+  the same model without remat, counted from its jaxpr (mmjax/flops.py says why not XLA's
+  cost analysis)."""
+  family = family_lib.build(flops_lib.without_remat(config.model))
+  return flops_lib.count_flops(make_train_step(family, tx, trainable, config), *step_args)
 
 
 # ---- The step ---------------------------------------------------------------------------------
@@ -379,12 +408,7 @@ def train_and_evaluate(config: Any, workdir: str, devices: Optional[list] = None
   batch_keys = family.batch_keys
   abstract_vars = jax.eval_shape(family.init, jax.random.key(0), family.dummy_batch(1))
   abstract_params = abstract_vars["params"]
-  frozen = optim.regex_mask(nn.unbox(abstract_params), config.optim.frozen)
-  is_trainable = getattr(family, "is_trainable", None)
-  if is_trainable is not None:
-    frozen = jax.tree_util.tree_map(lambda f, path: f or not is_trainable(path), frozen,
-                                    paths.tree_paths(nn.unbox(abstract_params)))
-  trainable = jax.tree_util.tree_map(lambda f: not f, frozen)
+  trainable = trainable_mask(config, family, nn.unbox(abstract_params))
   tx, schedule = optim.make_optimizer(config.optim, nn.unbox(abstract_params), trainable)
 
   # ---- Sharded initialisation (nothing is materialised unsharded) ----
@@ -444,10 +468,9 @@ def train_and_evaluate(config: Any, workdir: str, devices: Optional[list] = None
   with P.sharding_context(mesh, rules):
     compiled = train_step.lower(params, opt_state, first_batch, train_rng,
                                 jnp.asarray(start_step)).compile()
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  flops = float(cost.get("flops", 0.0)) if cost else 0.0
-  log.info("compiled train step: %.3g GFLOP/step", flops / 1e9)
+  flops = model_flops_per_step(config, tx, trainable, params, opt_state, first_batch, train_rng,
+                               jnp.asarray(start_step))
+  log.info("train step: %.3g model GFLOP/step", flops / 1e9)
   progress = metric_writers.Progress(total, config.data.batch_size, flops,
                                      config.log.peak_flops * jax.device_count(), start_step)
   last_metrics: dict[str, Any] = {}

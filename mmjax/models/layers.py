@@ -2,7 +2,8 @@
 
 Every parameter carries logical axis names from `mmjax.parallel`, every layer takes a compute
 `dtype` and a `param_dtype`, and attention goes through `jax.nn.dot_product_attention` (XLA on
-CPU/TPU, cuDNN flash attention on GPU when the shapes allow).
+CPU/TPU, cuDNN flash attention on GPU when the shapes allow: attention_implementation). A
+compute dtype of 'auto' is bfloat16 on GPU/TPU and float32 on CPU (auto_compute_dtype).
 """
 
 from __future__ import annotations
@@ -161,14 +162,47 @@ def rotary_embedding(x: Array, positions: Array, theta: float = 10000.0) -> Arra
 
 # ---- Attention --------------------------------------------------------------------------------
 
+# `implementation` values of attention(): 'auto' picks per backend and shapes (below).
+ATTENTION_IMPLS = ("auto", "xla", "cudnn")
+
+
+def attention_implementation(q: Array, k: Array, *, mask: Optional[Array] = None,
+                             bias: Optional[Array] = None, requested: Optional[str] = "auto",
+                             backend: Optional[str] = None) -> str:
+  """'xla' or 'cudnn' for attention on these inputs.
+
+  'auto' (or None) takes cuDNN's fused flash attention on a GPU when it applies: bf16/fp16
+  inputs, a head_dim that is a multiple of 8 and at most 128, equal q/k head_dim, and no
+  explicit mask or bias (causal masking is a flag it fuses); everything else (CPU, TPU, masks,
+  fp32) gets XLA's implementation. 'xla' / 'cudnn' force one (cuDNN raises on shapes it cannot
+  take). `backend` defaults to jax.default_backend().
+  """
+  requested = requested or "auto"
+  if requested not in ATTENTION_IMPLS:
+    raise ValueError(f"unknown attention implementation {requested!r}; choose one of "
+                     f"{ATTENTION_IMPLS}")
+  if requested != "auto":
+    return requested
+  backend = backend or jax.default_backend()
+  head_dim = q.shape[-1]
+  fits = (backend in ("gpu", "cuda") and q.dtype in (jnp.bfloat16, jnp.float16)
+          and k.dtype == q.dtype and head_dim == k.shape[-1] and head_dim % 8 == 0
+          and head_dim <= 128 and mask is None and bias is None)
+  return "cudnn" if fits else "xla"
+
+
 def attention(q: Array, k: Array, v: Array, *, mask: Optional[Array] = None,
               bias: Optional[Array] = None, is_causal: bool = False,
-              implementation: Optional[str] = None) -> Array:
+              implementation: Optional[str] = "auto") -> Array:
   """Scaled dot-product attention on [B, T, N, H] / [B, S, K, H] (K divides N: GQA).
 
-  `mask` is boolean, broadcastable to [B, N, T, S], True where attending is allowed. Softmax is
-  computed in float32 whatever the compute dtype, as every reference implementation does.
+  `mask` is boolean, broadcastable to [B, N, T, S], True where attending is allowed. With XLA's
+  implementation the softmax is computed in float32 whatever the compute dtype, as every
+  reference implementation does; cuDNN's fused kernel (see attention_implementation) keeps its
+  own float32 accumulators.
   """
+  implementation = attention_implementation(q, k, mask=mask, bias=bias,
+                                            requested=implementation)
   dtype = q.dtype
   if dtype != jnp.float32 and implementation != "cudnn":
     q, k, v = (t.astype(jnp.float32) for t in (q, k, v))
@@ -188,6 +222,8 @@ class Attention(nn.Module):
     qkv_bias: bias on the q/k/v projections.
     out_bias: bias on the output projection.
     dtype / param_dtype: compute and storage dtypes.
+    implementation: 'auto' (cuDNN flash attention on GPU where it applies, else XLA), 'xla' or
+      'cudnn' (see attention_implementation).
   """
   num_heads: int
   head_dim: Optional[int] = None
@@ -197,7 +233,7 @@ class Attention(nn.Module):
   out_bias: bool = True
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
-  implementation: Optional[str] = None
+  implementation: Optional[str] = "auto"
 
   def project_qkv(self, x: Array, kv: Array) -> tuple[Array, Array, Array]:
     """q [B, T, N, H], k and v [B, S, K, H]."""
@@ -377,11 +413,23 @@ def stack_layers(block_cls: type[nn.Module], num_layers: int, *, scan: bool = Tr
   return apply_unrolled
 
 
+def auto_compute_dtype(backend: Optional[str] = None) -> Any:
+  """The compute dtype 'auto' stands for: bfloat16 on GPU and TPU (their matrix units' fast
+  path; parameters stay in param_dtype), float32 on CPU (no bf16 units here, and the parity
+  tests compare float32). `backend` defaults to jax.default_backend()."""
+  backend = backend or jax.default_backend()
+  return jnp.dtype(jnp.bfloat16) if backend in ("gpu", "cuda", "rocm", "tpu") else \
+      jnp.dtype(jnp.float32)
+
+
 def dtype_of(name: str | Any) -> Any:
-  """jnp dtype from a config string ('float32', 'bfloat16', ...)."""
+  """jnp dtype from a config string ('float32', 'bfloat16', ...; 'auto': auto_compute_dtype,
+  meant for compute dtypes, not param_dtype)."""
   if not isinstance(name, str):
     return name
+  if name == "auto":
+    return auto_compute_dtype()
   try:
     return jnp.dtype(name)
   except TypeError as e:
-    raise ValueError(f"unknown dtype {name!r}; use e.g. 'float32' or 'bfloat16'") from e
+    raise ValueError(f"unknown dtype {name!r}; use e.g. 'float32', 'bfloat16' or 'auto'") from e

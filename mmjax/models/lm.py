@@ -69,7 +69,9 @@ class DecoderConfig:
       so the pretrained matrices can stay frozen while these train.
     dropout_rate: dropout on the residual branches and the embeddings when training.
     scan / remat: scan over layers, and the remat policy name (layers.REMAT_POLICIES).
-    dtype / param_dtype: compute and storage dtype names.
+    dtype / param_dtype: compute and storage dtype names ('auto' compute: bf16 on GPU/TPU).
+    attention_impl: 'auto' (cuDNN flash attention on GPU where it applies, else XLA), 'xla' or
+      'cudnn' (layers.attention_implementation).
   """
   vocab_size: int
   width: int
@@ -94,6 +96,7 @@ class DecoderConfig:
   remat: str = "none"
   dtype: str = "float32"
   param_dtype: str = "float32"
+  attention_impl: str = "auto"
 
   def __post_init__(self):
     if self.positions not in ("learned", "rotary"):
@@ -104,6 +107,9 @@ class DecoderConfig:
     if self.num_heads % self.kv_heads:
       raise ValueError(f"lm.num_heads {self.num_heads} is not a multiple of lm.num_kv_heads "
                        f"{self.kv_heads}")
+    if self.attention_impl not in layers.ATTENTION_IMPLS:
+      raise ValueError(f"lm.attention_impl {self.attention_impl!r} is not one of "
+                       f"{layers.ATTENTION_IMPLS}")
     if self.remat not in layers.REMAT_POLICIES:
       raise ValueError(f"lm.remat {self.remat!r} is not one of {sorted(layers.REMAT_POLICIES)}")
 
@@ -239,7 +245,7 @@ class DecoderBlock(nn.Module):
     h, cache = CausalSelfAttention(
         c.num_heads, head_dim=c.dims_per_head, num_kv_heads=c.kv_heads, qkv_bias=c.qkv_bias,
         out_bias=c.out_bias, dtype=dtype, param_dtype=param_dtype,
-        rotary=c.positions == "rotary", rope_theta=c.rope_theta, name="attn")(
+        implementation=c.attention_impl, rotary=c.positions == "rotary", rope_theta=c.rope_theta, name="attn")(
             norm("ln1")(x), ctx["positions"], cache)
     x = x + drop(h)
     h = layers.Mlp(c.mlp_dim or 4 * c.width, c.activation, use_bias=c.mlp_bias, dtype=dtype,
