@@ -168,7 +168,7 @@ def with_trainer(config: ml_collections.ConfigDict, arg: str) -> ml_collections.
       text_length=32 if small else 256, num_train=4096 if arg == "tiny" else 512)
   common.trainer(config, data=data, total_steps={"tiny": 1000, "micro": 30}.get(arg, 100_000),
                  batch_size=32 if small else 8192, learning_rate=3e-3 if small else 1e-4,
-                 warmup_steps=30 if small else 5000)
+                 warmup_steps={"tiny": 30, "micro": 5}.get(arg, 5000))
   every = config.total_steps // 2
   # Each task's loss on unseen scenes ('validation') and unseen colour-shape pairs ('heldout'),
   # beside the same model with its images blanked: the gap is what the image is worth.
