@@ -79,7 +79,10 @@ def report(results: dict, timings: dict, command: str) -> str:
            f"Regenerate: `{command}`", ""]
   for family, rows in ROWS.items():
     r = results[family]
-    lines += [f"## {family} (step {r['step']}, trained in {timings[family] / 60:.1f} min)", "",
+    spent = timings.get(family)
+    spent = "n/a" if spent is None else f"{spent / 60:.1f} min"
+    lines += [f"## {family} (step {r['step']}; training time in this invocation: {spent}, "
+              "near 0 when it found the stage finished)", "",
               "| metric | model | baselines | beats all |", "|---|---|---|---|"]
     for metric, baselines in rows:
       base = ", ".join(f"{b.split('/')[-1]} {r[b]:.3f}" for b in baselines)
@@ -100,7 +103,21 @@ def main(argv=None) -> int:
   parser.add_argument("--flamingo_steps", type=int, default=1000)
   parser.add_argument("--suite_size", default="full", choices=("full", "small"))
   parser.add_argument("--output", default=RESULTS, help="directory of the JSON and markdown")
+  parser.add_argument("--from_json", action="store_true",
+                      help="only rewrite the markdown from OUTPUT/evaluate_tiny.json")
   args = parser.parse_args(argv)
+  json_path = os.path.join(args.output, "evaluate_tiny.json")
+  command = ("python experiments/evaluate_tiny.py " +
+             " ".join(a for a in (argv if argv is not None else sys.argv[1:])
+                      if a != "--from_json")).strip()
+  if args.from_json:
+    with open(json_path, encoding="utf-8") as f:
+      saved = json.load(f)
+    text = report(saved, saved.get("timings_s", {}), saved.get("command", command))
+    with open(os.path.join(args.output, "evaluate_tiny.md"), "w", encoding="utf-8") as f:
+      f.write(text)
+    print(text)
+    return 0
   clip_dir = os.path.join(args.workdir, "clip")
   flamingo_dir = os.path.join(args.workdir, "flamingo")
   timings = {
@@ -113,11 +130,9 @@ def main(argv=None) -> int:
   results = {family: evaluate_suite(d, family, args.suite_size)
              for family, d in (("clip", clip_dir), ("flamingo", flamingo_dir))}
   os.makedirs(args.output, exist_ok=True)
-  with open(os.path.join(args.output, "evaluate_tiny.json"), "w", encoding="utf-8") as f:
-    json.dump(results, f, indent=1, sort_keys=True)
-  command = ("python experiments/evaluate_tiny.py " +
-             " ".join(a for a in (argv if argv is not None else sys.argv[1:])))
-  text = report(results, timings, command.strip())
+  with open(json_path, "w", encoding="utf-8") as f:
+    json.dump({**results, "timings_s": timings, "command": command}, f, indent=1, sort_keys=True)
+  text = report(results, timings, command)
   with open(os.path.join(args.output, "evaluate_tiny.md"), "w", encoding="utf-8") as f:
     f.write(text)
   print(text)
