@@ -23,6 +23,7 @@ gets no visual tokens.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +31,9 @@ import jax.numpy as jnp
 Array = jax.Array
 
 
+@functools.partial(jax.tree_util.register_dataclass,
+                   data_fields=["text_pos", "read_pos", "visual_start"],
+                   meta_fields=["tokens_per_media", "length"])
 @dataclasses.dataclass(frozen=True)
 class Layout:
   """Where everything goes in the expanded sequence.

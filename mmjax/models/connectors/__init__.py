@@ -15,7 +15,9 @@ mmjax/models/splice.py), so any connector works with either fusion.
 
 The config section of a connector is `config.model.<name>`; its `width` is the output width D.
 Connectors see the ViT's final-normed patch tokens (no class token, LLaVA's
-`select_feature='patch'`), a square grid that the grid-based connectors rely on.
+`select_feature='patch'`), a square grid that the grid-based connectors rely on. Logical axes: a weight may name `embed`
+only once, so projections from the vision width leave their input axis unnamed (as the
+resampler's `media_proj` does) and shard on the output `embed`.
 """
 
 from __future__ import annotations

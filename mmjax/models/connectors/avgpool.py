@@ -68,5 +68,5 @@ class AvgPoolProjector(nn.Module):
     pool = jnp.asarray(pooling_matrix(grid, side), self.dtype)
     x = x.astype(self.dtype).reshape(b, m, t, grid, grid, dv)
     x = jnp.einsum("ih,jw,bmthwd->bmtijd", pool, pool, x).reshape(b, m, t * self.num_tokens, dv)
-    return layers.dense(self.width, [P.EMBED], [P.EMBED], name="proj", dtype=self.dtype,
+    return layers.dense(self.width, [None], [P.EMBED], name="proj", dtype=self.dtype,
                         param_dtype=self.param_dtype)(x)

@@ -215,7 +215,7 @@ class QFormerConnector(nn.Module):
         x.astype(self.dtype).reshape(b * m, t * n, dv))
     qformer = QFormer(**dict(self.bert or {}), name="qformer")
     hidden = qformer(x)
-    out = layers.dense(self.width, [P.EMBED], [P.EMBED], name="proj", dtype=self.dtype,
+    out = layers.dense(self.width, [None], [P.EMBED], name="proj", dtype=self.dtype,
                        param_dtype=self.param_dtype)(hidden)
     return out.reshape(b, m, qformer.num_queries, self.width)
 
@@ -245,7 +245,7 @@ class QFormerStage1(nn.Module):
     self.text_proj = layers.dense(self.embed_dim, [P.EMBED], [None], name="text_proj", **kw)
     self.itm_head = layers.dense(2, [P.EMBED], [None], name="itm_head", **kw)
     width = self.qformer_module.width
-    self.lm_transform = layers.dense(width, [P.EMBED], [P.EMBED], name="lm_transform", **kw)
+    self.lm_transform = layers.dense(width, [None], [P.EMBED], name="lm_transform", **kw)
     self.lm_norm = layers.norm_layer("layernorm", self.qformer_module.norm_eps, name="lm_norm",
                                      **kw)
     self.lm_bias = self.param("lm_bias", layers.with_axes(nn.initializers.zeros, P.VOCAB),

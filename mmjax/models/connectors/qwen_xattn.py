@@ -102,7 +102,7 @@ class QwenResampler(nn.Module):
                                           self.param_dtype, name=name)
     x = x.astype(self.dtype)
     if dv != d:
-      x = layers.dense(d, [P.EMBED], [P.EMBED], use_bias=False, name="kv_proj", **kw)(x)
+      x = layers.dense(d, [None], [P.EMBED], use_bias=False, name="kv_proj", **kw)(x)
     kv = norm("ln_kv")(x).reshape(b * m, t * n, d)
     pos_k = jnp.asarray(np.tile(sincos_2d(d, grid_k, grid_q / grid_k), (t, 1)), self.dtype)
     pos_q = jnp.asarray(sincos_2d(d, grid_q), self.dtype)
@@ -113,7 +113,7 @@ class QwenResampler(nn.Module):
     q = jnp.broadcast_to(q, (b * m, *q.shape))
     out = CrossAttention(self.num_heads, **kw, name="attn")(q, kv + pos_k, kv)
     out = norm("ln_post")(out)
-    proj = self.param("proj", layers.with_axes(nn.initializers.normal(d ** -0.5), P.EMBED,
+    proj = self.param("proj", layers.with_axes(nn.initializers.normal(d ** -0.5), None,
                                                P.EMBED), (d, d), self.param_dtype)
     out = out @ proj.astype(self.dtype)
     return out.reshape(b, m, self.num_queries, d)
