@@ -155,12 +155,16 @@ class QFormer(nn.Module):
 
   @nn.compact
   def __call__(self, image: Array, text: Optional[Array] = None,
-               text_mask: Optional[Array] = None, mode: str = "itc") -> Array:
-    """image [B, N, Dv] (already LayerNormed); text [B, L] int ids; text_mask [B, L] (1 = real)."""
+               text_mask: Optional[Array] = None, mode: str = "itc",
+               mask: Optional[Array] = None) -> Array:
+    """image [B, N, Dv] (already LayerNormed); text [B, L] int ids; text_mask [B, L] (1 = real).
+
+    `mask` [B, S, S] overrides `mode`'s mask (rows of different modes in one batch).
+    """
     if self.cross_attention_freq < 1 or self.depth % self.cross_attention_freq:
       raise ValueError(f"qformer.bert.cross_attention_freq={self.cross_attention_freq} must "
                        f"divide qformer.bert.depth={self.depth}")
-    if mode not in MASKS:
+    if mask is None and mode not in MASKS:
       raise ValueError(f"Q-Former mode {mode!r}; choose one of {sorted(MASKS)}")
     b = image.shape[0]
     init = layers.with_axes(nn.initializers.normal(0.02), P.LATENTS, P.EMBED)
@@ -182,7 +186,8 @@ class QFormer(nn.Module):
     x = jnp.concatenate([x, emb.astype(self.dtype)], axis=1)
     x = layers.norm_layer("layernorm", self.norm_eps, self.dtype, self.param_dtype,
                           name="ln_embed")(x)
-    mask = MASKS[mode](self.num_queries, text_mask)
+    if mask is None:
+      mask = MASKS[mode](self.num_queries, text_mask)
     layer = dict(num_queries=self.num_queries, num_heads=self.num_heads, mlp_dim=self.mlp_dim,
                  activation=self.activation, norm_eps=self.norm_eps, dtype=self.dtype,
                  param_dtype=self.param_dtype)
@@ -253,8 +258,9 @@ class QFormerStage1(nn.Module):
     self.temp = self.param("temp", layers.with_axes(nn.initializers.constant(0.07), None), (),
                            self.param_dtype)
 
-  def __call__(self, image: Array, text: Array, text_mask: Array, mode: str = "itc") -> Array:
-    return self.qformer_module(self.ln_vision(image), text, text_mask, mode)
+  def __call__(self, image: Array, text: Array, text_mask: Array, mode: str = "itc",
+               mask: Optional[Array] = None) -> Array:
+    return self.qformer_module(self.ln_vision(image), text, text_mask, mode, mask)
 
   def itc_features(self, hidden: Array) -> tuple[Array, Array]:
     """Normalised query embeddings [B, Q, E] and text CLS embeddings [B, E] of an ITC forward."""
@@ -270,7 +276,7 @@ class QFormerStage1(nn.Module):
     """[B, L, vocab] logits of the text positions (BERT LM head, output tied to the words)."""
     h = hidden[:, self.qformer_module.num_queries:]
     h = self.lm_norm(layers.get_activation("gelu")(self.lm_transform(h)))
-    word = self.qformer_module.variables["params"]["token_embed"]
+    word = nn.unbox(self.qformer_module.variables["params"]["token_embed"])
     return h @ word.T.astype(h.dtype) + self.lm_bias.astype(h.dtype)
 
   def init_all(self, image: Array, text: Array, text_mask: Array) -> Array:
@@ -328,10 +334,15 @@ def stage1_losses(module: QFormerStage1, params: Any, image: Array, text: Array,
   `bos_id` for ITG); text_mask [B, L] (1 = real). Returns the total and each loss.
   """
   run = lambda method, *a: module.apply({"params": params}, *a, method=method)
-  b = image.shape[0]
-  # ITC: queries and text encoded without seeing each other.
-  hidden = run(module.__call__, image, text, text_mask, "itc")
-  image_feats, text_feat = run(QFormerStage1.itc_features, hidden)
+  image, text, text_mask = (jnp.asarray(a) for a in (image, text, text_mask))
+  b, q = image.shape[0], module.qformer["num_queries"]
+  # ITC and ITG in one forward of 2B rows, each row with its mode's mask: ITC's queries and
+  # text do not see each other; ITG's text is [DEC] + caption, causal, seeing every query.
+  dec = text.at[:, 0].set(bos_id)
+  both = run(module.__call__, jnp.concatenate([image, image]), jnp.concatenate([text, dec]),
+             jnp.concatenate([text_mask, text_mask]), "itc",
+             jnp.concatenate([itc_mask(q, text_mask), itg_mask(q, text_mask)]))
+  image_feats, text_feat = run(QFormerStage1.itc_features, both[:b])
   temp = run(QFormerStage1.temperature)
   sim_i2t, sim_t2i = itc_similarities(image_feats, text_feat, temp)
   loss_itc = itc_loss(sim_i2t, sim_t2i, label_smoothing)
@@ -344,9 +355,8 @@ def stage1_losses(module: QFormerStage1, params: Any, image: Array, text: Array,
   labels = jnp.concatenate([jnp.ones((b,), jnp.int32), jnp.zeros((2 * b,), jnp.int32)])
   loss_itm = optax.softmax_cross_entropy_with_integer_labels(itm.astype(jnp.float32),
                                                              labels).mean()
-  # ITG: [DEC] + caption, causal text that sees every query.
-  dec = text.at[:, 0].set(bos_id)
-  logits = run(QFormerStage1.lm_logits, run(module.__call__, image, dec, text_mask, "itg"))
+  # ITG: next-token loss on the caption after [DEC].
+  logits = run(QFormerStage1.lm_logits, both[b:])
   targets = optax.smooth_labels(jax.nn.one_hot(dec[:, 1:], logits.shape[-1]), label_smoothing)
   ce = optax.softmax_cross_entropy(logits[:, :-1].astype(jnp.float32), targets)
   weights = text_mask[:, 1:].astype(jnp.float32)
