@@ -107,9 +107,12 @@ def xattn_model(**overrides) -> ml_collections.ConfigDict:
   return x
 
 
-def connector_models(width: int, **overrides) -> dict[str, ml_collections.ConfigDict]:
+def connector_models(width: int, vocab_size: int, **overrides
+                     ) -> dict[str, ml_collections.ConfigDict]:
   """The non-default connectors' sections, each emitting visual tokens of `width` (the LM width,
-  which decoder-only fusion requires); `overrides` = {name: {field: value}}."""
+  which decoder-only fusion requires); the Q-Former's text vocabulary is `vocab_size` (its
+  stage-1 text uses the run's tokenizer, not BERT's WordPiece); `overrides` = {name: {field:
+  value}}."""
   sections = {}
   # LLaVA-1.5 projector: Linear(Dv, width) -> GELU -> Linear(width, width) on every patch token.
   sections["mlp"] = ml_collections.ConfigDict(dict(
@@ -127,7 +130,7 @@ def connector_models(width: int, **overrides) -> dict[str, ml_collections.Config
   sections["qformer"] = ml_collections.ConfigDict(dict(
       width=width, dtype="float32", param_dtype="float32",
       bert=dict(num_queries=8, width=32, depth=2, num_heads=2, mlp_dim=64,
-                cross_attention_freq=2, vocab_size=512, max_length=64, activation="gelu",
+                cross_attention_freq=2, vocab_size=vocab_size, max_length=64, activation="gelu",
                 norm_eps=1e-12, scan=True, remat="none", dtype="float32",
                 param_dtype="float32")))
   for name, fields in overrides.items():
@@ -165,7 +168,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     m.resampler = resampler_model()
     m.lm = lm_configs.lm_model(vocab_size=512, depth=3, num_new_tokens=3)
     m.xattn = xattn_model()
-    m.update(connector_models(m.lm.width))
+    m.update(connector_models(m.lm.width, m.lm.vocab_size + m.lm.num_new_tokens))
   elif arg == "tiny":
     # The README's main job: captions of 64 px shapes scenes in minutes on 2 CPU cores. No
     # pretrained towers exist at this scale, so both train (the recipe freezes its stage-1/2
@@ -179,7 +182,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
                                head_dim=32, mlp_dim=384, max_len=128, num_new_tokens=3)
     m.xattn = xattn_model(num_heads=4, head_dim=32, ff_mult=2, cross_attn_every_n=2)
     # 64 patch tokens per 64 px image: pooled / queried down to 16.
-    m.update(connector_models(m.lm.width, avgpool=dict(num_tokens=16),
+    m.update(connector_models(m.lm.width, m.lm.vocab_size + m.lm.num_new_tokens,
+                              avgpool=dict(num_tokens=16),
                               qwen_xattn=dict(num_heads=4, num_queries=16),
                               qformer=dict(bert=dict(num_queries=16, width=128, num_heads=4,
                                                      mlp_dim=256))))
@@ -204,12 +208,13 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
                                  max_len=2048, tie_embeddings=False, num_new_tokens=3)
       m.xattn = xattn_model(num_heads=16, head_dim=128, ff_mult=4, cross_attn_every_n=4)
     # The published shapes: 256 Qwen-VL queries (width // 128 heads), 64 pooled tokens, a
-    # bert-base Q-Former with 32 queries.
-    m.update(connector_models(m.lm.width, avgpool=dict(num_tokens=64),
+    # bert-base Q-Former with 32 queries (its vocabulary is the LM tokenizer's, not BERT's 30523).
+    m.update(connector_models(m.lm.width, m.lm.vocab_size + m.lm.num_new_tokens,
+                              avgpool=dict(num_tokens=64),
                               qwen_xattn=dict(num_heads=m.lm.width // 128, num_queries=256),
                               qformer=dict(bert=dict(num_queries=32, width=768, depth=12,
                                                      num_heads=12, mlp_dim=3072,
-                                                     vocab_size=30523, max_length=512))))
+                                                     max_length=512))))
   else:
     raise ValueError(f"unknown flamingo preset {arg!r}; choose one of {PRESETS}")
   if llava:

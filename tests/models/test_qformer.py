@@ -137,3 +137,67 @@ def test_stage1_losses_train_every_head(stage1):
   for name in ("attn", "cross", "mlp_query", "mlp"):
     assert norm(layer0[name]) > 0, name
   assert "cross" not in q["groups"]["layer_1"]  # cross-attention every other layer
+
+
+def test_queries_only_forward_matches_transformers_blip2_qformer():
+  """The connector path (queries, no text) against transformers' Blip2QFormerModel with the
+  same random weights: BERT post-LN order, cross-attention in layers 0, 2, ..., query FFNs."""
+  torch = pytest.importorskip("torch")
+  from transformers import Blip2QFormerConfig, Blip2QFormerModel  # pylint: disable=import-outside-toplevel
+  config = Blip2QFormerConfig(vocab_size=50, hidden_size=16, num_hidden_layers=4,
+                              num_attention_heads=2, intermediate_size=32, hidden_act="gelu",
+                              cross_attention_frequency=2, encoder_hidden_size=12,
+                              layer_norm_eps=1e-12, max_position_embeddings=8,
+                              use_qformer_text_input=True)
+  torch.manual_seed(0)
+  ref = Blip2QFormerModel(config).eval()
+  with torch.no_grad():  # non-trivial norms
+    for name, p in ref.named_parameters():
+      if "LayerNorm" in name or "layernorm" in name:
+        p.add_(0.1 * torch.randn_like(p))
+  sd = {k: v.detach().numpy() for k, v in ref.state_dict().items()}
+  heads, hd = 2, 8
+
+  def dense(prefix, split_in=False, split_out=False):
+    w, b = sd[prefix + ".weight"].T, sd[prefix + ".bias"]
+    if split_out:
+      w, b = w.reshape(w.shape[0], heads, hd), b.reshape(heads, hd)
+    if split_in:
+      w = w.reshape(heads, hd, w.shape[-1])
+    return {"kernel": w, "bias": b}
+
+  norm = lambda prefix: {"scale": sd[prefix + ".weight"], "bias": sd[prefix + ".bias"]}
+
+  def attn(prefix):
+    return {**{n: dense(f"{prefix}.attention.{n}", split_out=True)
+               for n in ("query", "key", "value")},
+            "out": dense(f"{prefix}.output.dense", split_in=True)}
+
+  groups = {}
+  for i in range(4):
+    p = f"encoder.layer.{i}"
+    layer = {"attn": attn(f"{p}.attention"), "ln_attn": norm(f"{p}.attention.output.LayerNorm"),
+             "mlp_query": {"fc1": dense(f"{p}.intermediate_query.dense"),
+                           "fc2": dense(f"{p}.output_query.dense")},
+             "ln_mlp_query": norm(f"{p}.output_query.LayerNorm"),
+             "mlp": {"fc1": dense(f"{p}.intermediate.dense"), "fc2": dense(f"{p}.output.dense")},
+             "ln_mlp": norm(f"{p}.output.LayerNorm")}
+    if i % 2 == 0:
+      layer["cross"] = attn(f"{p}.crossattention")
+      layer["ln_cross"] = norm(f"{p}.crossattention.output.LayerNorm")
+    groups.setdefault(f"groups_{i // 2}", {})[f"layer_{i % 2}"] = layer
+  module = qf.QFormer(num_queries=3, width=16, depth=4, num_heads=2, mlp_dim=32,
+                      cross_attention_freq=2, vocab_size=50, max_length=8, scan=False)
+  rng = np.random.default_rng(0)
+  queries = rng.standard_normal((3, 16)).astype(np.float32)
+  image = rng.standard_normal((2, 5, 12)).astype(np.float32)
+  shapes = nn.unbox(jax.eval_shape(module.init, jax.random.key(0), image))["params"]
+  params = {"query_tokens": queries, "ln_embed": norm("layernorm"),
+            "token_embed": np.zeros(shapes["token_embed"].shape, np.float32),
+            "posemb": np.zeros(shapes["posemb"].shape, np.float32), **groups}
+  assert jax.tree.structure(params) == jax.tree.structure(shapes)
+  ours = np.asarray(jax.jit(module.apply)({"params": params}, image))
+  with torch.no_grad():
+    expected = ref(query_embeds=torch.tensor(queries)[None].expand(2, -1, -1),
+                   encoder_hidden_states=torch.tensor(image)).last_hidden_state.numpy()
+  np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-4)
