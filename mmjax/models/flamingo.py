@@ -9,6 +9,12 @@ gated blocks inside its layer groups as `lm/<segment>/gated`, like open_flamingo
 `decoder_layer.gated_cross_attn_layer`) and the new tokens' `lm/new_embed` (+ `lm/new_unembed`).
 The config's `freeze_vision` / `freeze_lm` decide `is_trainable`; the gated blocks, the
 resampler and the new-token embeddings always train (DESIGN.md, "Flamingo semantics").
+
+The family also runs the connector-zoo ablations (issue #12): `model.connector` swaps the
+resampler for another connector (mmjax/models/connectors; its parameters under `connector/`,
+always trainable), and `model.fusion='decoder_only'` drops the gated blocks and splices the
+visual tokens into the LM's input after each `<image>` (mmjax/models/splice.py), LLaVA-style.
+The defaults ('resampler', 'xattn') leave the parameter tree exactly as before.
 """
 
 from __future__ import annotations
