@@ -170,7 +170,9 @@ class QFormer(nn.Module):
     init = layers.with_axes(nn.initializers.normal(0.02), P.LATENTS, P.EMBED)
     queries = self.param("query_tokens", init, (self.num_queries, self.width), self.param_dtype)
     x = jnp.broadcast_to(queries.astype(self.dtype), (b, self.num_queries, self.width))
-    word = self.param("token_embed", layers.with_axes(nn.initializers.normal(0.02), P.VOCAB,
+    # Rows unnamed: BERT's 30523 (or the LM tokenizer's count + new tokens) rarely divides the
+    # mesh, and the table is small; the width shards instead.
+    word = self.param("token_embed", layers.with_axes(nn.initializers.normal(0.02), None,
                                                       P.EMBED),
                       (self.vocab_size, self.width), self.param_dtype)
     posemb = self.param("posemb", layers.with_axes(nn.initializers.normal(0.02), None, P.EMBED),
@@ -253,7 +255,7 @@ class QFormerStage1(nn.Module):
     self.lm_transform = layers.dense(width, [None], [P.EMBED], name="lm_transform", **kw)
     self.lm_norm = layers.norm_layer("layernorm", self.qformer_module.norm_eps, name="lm_norm",
                                      **kw)
-    self.lm_bias = self.param("lm_bias", layers.with_axes(nn.initializers.zeros, P.VOCAB),
+    self.lm_bias = self.param("lm_bias", layers.with_axes(nn.initializers.zeros, None),
                               (self.qformer_module.vocab_size,), self.param_dtype)
     self.temp = self.param("temp", layers.with_axes(nn.initializers.constant(0.07), None), (),
                            self.param_dtype)
