@@ -4,7 +4,16 @@ gated cross-attention (XATTN-DENSE) blocks, trained on interleaved image-text se
     python -m mmjax.train --config configs/flamingo.py:tiny --workdir /tmp/flamingo_tiny
     python -m mmjax.summary --config configs/flamingo.py:3b
 
-Presets: tiny / micro (seconds on CPU); 3b and 9b with the paper's Table 5 sizes for the
+Connector zoo (mmjax/models/connectors): `model.connector` picks how vision features reach the
+LM ('resampler' | 'mlp' | 'avgpool' | 'qwen_xattn' | 'qformer', each configured in its own
+`model.<name>` section) and `model.fusion` how they enter it ('xattn': gated cross-attention;
+'decoder_only': visual tokens spliced after each <image>, LLaVA-style), e.g.
+
+    python -m mmjax.train --config configs/flamingo.py:micro --config.model.connector=mlp \
+        --config.model.fusion=decoder_only --workdir /tmp/llava_micro
+
+Presets llava_tiny / llava_micro are tiny / micro with the LLaVA-1.5 recipe (MLP projector,
+decoder-only). Presets: tiny / micro (seconds on CPU); 3b and 9b with the paper's Table 5 sizes for the
 resampler (6 layers, width 1536, 16 heads x 128, 64 latents, FFW x4, Squared ReLU) and the gated
 blocks (16 heads x 128, FFW x4; before every LM layer for 3B, every 4th for 9B). The paper's
 NFNet-F6 is replaced by open_flamingo's ViT-L/14 (its 1024-d tokens are projected to the
@@ -19,7 +28,7 @@ import ml_collections
 import common
 from mmjax.data import config as data_config
 
-PRESETS = ("tiny", "micro", "3b", "9b")
+PRESETS = ("tiny", "micro", "3b", "9b", "llava_tiny", "llava_micro")
 
 
 def _lm_config_module():
@@ -100,6 +109,37 @@ def xattn_model(**overrides) -> ml_collections.ConfigDict:
   return x
 
 
+def connector_models(width: int, vocab_size: int, **overrides
+                     ) -> dict[str, ml_collections.ConfigDict]:
+  """The non-default connectors' sections, each emitting visual tokens of `width` (the LM width,
+  which decoder-only fusion requires); the Q-Former's text vocabulary is `vocab_size` (its
+  stage-1 text uses the run's tokenizer, not BERT's WordPiece); `overrides` = {name: {field:
+  value}}."""
+  sections = {}
+  # LLaVA-1.5 projector: Linear(Dv, width) -> GELU -> Linear(width, width) on every patch token.
+  sections["mlp"] = ml_collections.ConfigDict(dict(
+      width=width, activation="gelu", dtype="float32", param_dtype="float32"))
+  # MM1 average pooling: the patch grid pooled to num_tokens (a square) per image, then linear.
+  sections["avgpool"] = ml_collections.ConfigDict(dict(
+      num_tokens=4, width=width, dtype="float32", param_dtype="float32"))
+  # Qwen-VL adapter: one cross-attention layer, num_queries learned queries (a square; Qwen-VL
+  # 256), 2-D sin-cos positions on queries and keys; num_heads must divide width.
+  sections["qwen_xattn"] = ml_collections.ConfigDict(dict(
+      width=width, num_heads=2, num_queries=16, norm_eps=1e-6, dtype="float32",
+      param_dtype="float32"))
+  # BLIP-2 Q-Former: `bert` is the Q-Former itself (BLIP-2: bert-base, 32 queries, image
+  # cross-attention every cross_attention_freq-th layer), `width` its output projection.
+  sections["qformer"] = ml_collections.ConfigDict(dict(
+      width=width, dtype="float32", param_dtype="float32",
+      bert=dict(num_queries=8, width=32, depth=2, num_heads=2, mlp_dim=64,
+                cross_attention_freq=2, vocab_size=vocab_size, max_length=64, activation="gelu",
+                norm_eps=1e-12, scan=True, remat="none", dtype="float32",
+                param_dtype="float32")))
+  for name, fields in overrides.items():
+    sections[name].update(fields)
+  return sections
+
+
 def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   """The config of preset `arg` (only `config.model`; the trainer adds the rest)."""
   lm_configs = _lm_config_module()
@@ -110,12 +150,27 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   # gated blocks and the new tokens' embeddings always train.
   m.freeze_vision = True
   m.freeze_lm = True
+  # How the vision features reach the LM: 'resampler' (Flamingo's Perceiver resampler, section
+  # model.resampler), 'mlp' (LLaVA-1.5), 'avgpool' (MM1), 'qwen_xattn' (Qwen-VL) or 'qformer'
+  # (BLIP-2), each configured in model.<name>.
+  m.connector = "resampler"
+  # How the visual tokens enter the LM: 'xattn' (gated cross-attention blocks, model.xattn) or
+  # 'decoder_only' (spliced into the input sequence after each <image> token; the connector's
+  # width must equal lm.width and each image costs the LM its n visual positions).
+  m.fusion = "xattn"
+  llava = arg.startswith("llava_")
+  if llava:
+    # LLaVA-1.5 recipe on the tiny / micro towers: MLP projector, decoder-only.
+    arg = arg.removeprefix("llava_")
+    m.connector = "mlp"
+    m.fusion = "decoder_only"
   if arg == "micro":
     # Seconds on CPU (tests): 16 px images, one layer each.
     m.vision = vision_model()
     m.resampler = resampler_model()
     m.lm = lm_configs.lm_model(vocab_size=512, depth=3, num_new_tokens=3)
     m.xattn = xattn_model()
+    m.update(connector_models(m.lm.width, m.lm.vocab_size + m.lm.num_new_tokens))
   elif arg == "tiny":
     # The README's main job: captions of 64 px shapes scenes in minutes on 2 CPU cores. No
     # pretrained towers exist at this scale, so both train (the recipe freezes its stage-1/2
@@ -130,6 +185,12 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     m.lm = lm_configs.lm_model(vocab_size=512, width=128, depth=4, num_heads=4, num_kv_heads=2,
                                head_dim=32, mlp_dim=384, max_len=128, num_new_tokens=3)
     m.xattn = xattn_model(num_heads=4, head_dim=32, ff_mult=2, cross_attn_every_n=2)
+    # 64 patch tokens per 64 px image: pooled / queried down to 16.
+    m.update(connector_models(m.lm.width, m.lm.vocab_size + m.lm.num_new_tokens,
+                              avgpool=dict(num_tokens=16),
+                              qwen_xattn=dict(num_heads=4, num_queries=16),
+                              qformer=dict(bert=dict(num_queries=16, width=128, num_heads=4,
+                                                     mlp_dim=256))))
   elif arg in ("3b", "9b"):
     # open_flamingo's ViT-L/14 (open_clip), 224 px: 256 patch tokens of width 1024.
     m.vision = vision_model(image_size=224, patch_size=14, width=1024, depth=24, num_heads=16,
@@ -150,8 +211,19 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
                                  num_kv_heads=32, head_dim=128, mlp_dim=16384, activation="gelu",
                                  max_len=2048, tie_embeddings=False, num_new_tokens=3)
       m.xattn = xattn_model(num_heads=16, head_dim=128, ff_mult=4, cross_attn_every_n=4)
+    # The published shapes: 256 Qwen-VL queries (width // 128 heads), 64 pooled tokens, a
+    # bert-base Q-Former with 32 queries (its vocabulary is the LM tokenizer's, not BERT's 30523).
+    m.update(connector_models(m.lm.width, m.lm.vocab_size + m.lm.num_new_tokens,
+                              avgpool=dict(num_tokens=64),
+                              qwen_xattn=dict(num_heads=m.lm.width // 128, num_queries=256),
+                              qformer=dict(bert=dict(num_queries=32, width=768, depth=12,
+                                                     num_heads=12, mlp_dim=3072,
+                                                     max_length=512))))
   else:
     raise ValueError(f"unknown flamingo preset {arg!r}; choose one of {PRESETS}")
+  if llava:
+    # The LM trains with the projector (LLaVA's stage 2; no pretrained LM at this size anyway).
+    m.freeze_lm = False
   return with_trainer(common.root(m), arg)
 
 

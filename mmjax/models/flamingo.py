@@ -9,6 +9,12 @@ gated blocks inside its layer groups as `lm/<segment>/gated`, like open_flamingo
 `decoder_layer.gated_cross_attn_layer`) and the new tokens' `lm/new_embed` (+ `lm/new_unembed`).
 The config's `freeze_vision` / `freeze_lm` decide `is_trainable`; the gated blocks, the
 resampler and the new-token embeddings always train (DESIGN.md, "Flamingo semantics").
+
+The family also runs the connector-zoo ablations (issue #12): `model.connector` swaps the
+resampler for another connector (mmjax/models/connectors; its parameters under `connector/`,
+always trainable), and `model.fusion='decoder_only'` drops the gated blocks and splices the
+visual tokens into the LM's input after each `<image>` (mmjax/models/splice.py), LLaVA-style.
+The defaults ('resampler', 'xattn') leave the parameter tree exactly as before.
 """
 
 from __future__ import annotations
@@ -25,41 +31,61 @@ from mmjax import losses
 from mmjax.models import family as family_lib
 from mmjax.models import layers
 from mmjax.models import lm as lm_lib
+from mmjax.models import connectors
 from mmjax.models import resampler as resampler_lib
+from mmjax.models import splice as splice_lib
 from mmjax.models import vit as vit_lib
 from mmjax.models import xattn as xattn_lib
 
 Array = jax.Array
 
 
+FUSIONS = ("xattn", "decoder_only")
+
+
 class Flamingo(nn.Module):
   """The Flamingo network. `__call__(media, media_mask, tokens, media_locations)` -> logits.
 
   Attributes:
-    vision: the vision encoder; its final-normed patch tokens feed the resampler.
-    resampler: the Perceiver resampler.
-    lm: the decoder LM, built with an `xattn` config.
+    vision: the vision encoder; its final-normed patch tokens (the class token excluded) feed
+      the connector.
+    resampler: the Perceiver resampler (the default connector, parameters under `resampler/`),
+      or None when another connector is used.
+    lm: the decoder LM, built with an `xattn` config (fusion 'xattn') or without (decoder-only).
+    connector: any other connector (mmjax/models/connectors; parameters under `connector/`).
+    fusion: 'xattn' (gated cross-attention) or 'decoder_only' (visual tokens spliced into the
+      LM input after each `<image>`, mmjax/models/splice.py).
   """
   vision: vit_lib.ViT
-  resampler: resampler_lib.PerceiverResampler
+  resampler: Optional[resampler_lib.PerceiverResampler]
   lm: lm_lib.DecoderLM
+  connector: Optional[nn.Module] = None
+  fusion: str = "xattn"
 
   def encode_media(self, media: Array, train: bool = False) -> Array:
-    """[B, M, T, H, W, 3] pixels -> [B, M, num_latents, D] visual tokens."""
+    """[B, M, T, H, W, 3] pixels -> [B, M, n, D] visual tokens."""
     if media.ndim != 6:
       raise ValueError(f"Flamingo expects media [B, M, T, H, W, 3], got {media.shape}")
     b, m, t = media.shape[:3]
     _, tokens = self.vision(media.reshape(b * m * t, *media.shape[3:]), train=train)
-    return self.resampler(tokens.reshape(b, m, t, *tokens.shape[1:]))
+    if self.resampler is not None:
+      return self.resampler(tokens.reshape(b, m, t, *tokens.shape[1:]))
+    return self.connector(tokens.reshape(b, m, t, *tokens.shape[1:]))
 
   def __call__(self, media: Optional[Array], media_mask: Optional[Array], tokens: Array,
                media_locations: Optional[Array], train: bool = False, *,
-               cache: Optional[lm_lib.Cache] = None) -> Array | tuple[Array, lm_lib.Cache]:
+               cache: Optional[lm_lib.Cache] = None,
+               expanded: bool = False) -> Array | tuple[Array, lm_lib.Cache]:
     """Logits [B, L, vocab + new tokens] (and the cache when one is given).
 
-    `media` may be None only when decoding from a cache that a prefill filled with media.
+    `media` may be None only when decoding from a cache that a prefill filled with media (or,
+    decoder-only, for text alone). `expanded` (decoder-only): logits of every position of the
+    spliced sequence [B, L + M * n, V] instead of the text positions.
     """
     visual = None if media is None else self.encode_media(media, train)
+    if self.fusion == "decoder_only":
+      return self.lm(tokens, train, media_mask=media_mask, media_locations=media_locations,
+                     cache=cache, visual=visual, expanded=expanded)
     return self.lm(tokens, train, media=visual, media_mask=media_mask,
                    media_locations=media_locations, cache=cache)
 
@@ -123,12 +149,41 @@ class FlamingoFamily(family_lib.ModelFamily):
 
   def make_module(self, config: Any) -> Flamingo:
     self.lm_config = lm_lib.decoder_config(config.lm)
-    self.xattn_config = lm_lib.config_from_dict(xattn_lib.XAttnConfig, config.xattn, "xattn")
-    self.xattn_config.gated_layers(self.lm_config.depth)  # validates the placement early
+    # Workdirs written before the connector zoo have neither field: the Flamingo defaults.
+    self.connector_kind = connectors.check_kind(config.get("connector", "resampler"))
+    self.fusion = config.get("fusion", "xattn")
+    if self.fusion not in FUSIONS:
+      raise ValueError(f"unknown model.fusion {self.fusion!r}; choose one of {FUSIONS}")
+    if self.connector_kind not in config:
+      raise ValueError(f"model.connector={self.connector_kind!r} needs the config section "
+                       f"model.{self.connector_kind}")
+    self.connector_config = config[self.connector_kind]
+    if self.fusion == "xattn":
+      self.xattn_config = lm_lib.config_from_dict(xattn_lib.XAttnConfig, config.xattn, "xattn")
+      self.xattn_config.gated_layers(self.lm_config.depth)  # validates the placement early
+    else:
+      self.xattn_config = None
+      width = connectors.output_width(self.connector_kind, self.connector_config)
+      if width != self.lm_config.width:
+        raise ValueError(f"model.fusion='decoder_only' splices the visual tokens into the LM: "
+                         f"model.{self.connector_kind}.width={width} must equal "
+                         f"model.lm.width={self.lm_config.width}")
     vision = vit_lib.ViT(**_fields(vit_lib.ViT, config.vision, "vision"))
-    resampler = resampler_lib.PerceiverResampler(
-        **_fields(resampler_lib.PerceiverResampler, config.resampler, "resampler"))
-    return Flamingo(vision, resampler, lm_lib.DecoderLM(self.lm_config, self.xattn_config))
+    resampler, connector = None, None
+    if self.connector_kind == "resampler":
+      resampler = resampler_lib.PerceiverResampler(
+          **_fields(resampler_lib.PerceiverResampler, config.resampler, "resampler"))
+    else:
+      connector = connectors.build(self.connector_kind, self.connector_config)
+    return Flamingo(vision, resampler, lm_lib.DecoderLM(self.lm_config, self.xattn_config),
+                    connector=connector, fusion=self.fusion)
+
+  def tokens_per_media(self, media_shape: tuple[int, ...]) -> int:
+    """Visual tokens per media item for media of `media_shape` [B, M, T, H, W, 3]."""
+    patch = self.config.vision.patch_size
+    num_patches = (media_shape[3] // patch) * (media_shape[4] // patch)
+    return connectors.tokens_per_media(self.connector_kind, self.connector_config, num_patches,
+                                       media_shape[2])
 
   def module_inputs(self, batch: family_lib.Batch) -> dict[str, Array]:
     return {k: batch[k] for k in ("media", "media_mask", "tokens", "media_locations")}
@@ -167,7 +222,8 @@ class FlamingoFamily(family_lib.ModelFamily):
       new_tokens.append("lm/new_embed")
       if not c.tie_embeddings:
         new_tokens.append("lm/new_unembed")
-    return {"vision": ["vision"], "resampler": ["resampler"], "gated_xattn": gated, "lm": lm,
+    connector = "resampler" if self.connector_kind == "resampler" else "connector"
+    return {"vision": ["vision"], connector: [connector], "gated_xattn": gated, "lm": lm,
             "new_token_embeddings": new_tokens}
 
   def _group_trainable(self, group: str) -> bool:
@@ -218,14 +274,42 @@ class FlamingoFamily(family_lib.ModelFamily):
     """Encodes the media and runs the (right-padded) prompt into the cache.
 
     `batch` holds media, media_mask, tokens and media_locations. With `lengths` [B], row b's
-    next decode step writes at position lengths[b], over its padding.
+    next decode step writes at position lengths[b], over its padding. Decoder-only: the cache
+    grows by the M * n visual positions (so `init_cache(B, prompt + new tokens)` still
+    suffices) and the write index moves to each row's expanded length.
     """
+    if self.fusion == "decoder_only":
+      return self._prefill_decoder_only(params, batch, cache, lengths)
     logits, cache = self.module.apply({"params": params}, **self.module_inputs(batch),
                                       cache=cache)
     return logits, lm_lib.set_cache_lengths(cache, lengths)
 
+  def _prefill_decoder_only(self, params: Any, batch: family_lib.Batch, cache: lm_lib.Cache,
+                            lengths: Optional[Array]) -> tuple[Array, lm_lib.Cache]:
+    media = batch["media"]
+    b, length = batch["tokens"].shape
+    n = self.tokens_per_media(media.shape)
+    extra = media.shape[1] * n
+    size = jax.tree.leaves(cache["layers"])[0].shape[2] + extra
+    if size > self.lm_config.max_len:
+      raise ValueError(f"the cache with the visual tokens needs {size} positions, more than "
+                       f"lm.max_len {self.lm_config.max_len}")
+    pad = lambda a: jnp.pad(a, [(0, 0), (0, 0), (0, extra)] + [(0, 0)] * (a.ndim - 3))
+    cache = dict(cache, layers=jax.tree.map(pad, cache["layers"]))
+    logits, cache = self.module.apply({"params": params}, **self.module_inputs(batch),
+                                      cache=cache)
+    media_mask = batch.get("media_mask")
+    if media_mask is None:
+      media_mask = jnp.ones(media.shape[:2], jnp.bool_)
+    lay = splice_lib.layout(batch["media_locations"], media_mask, n)
+    lengths = jnp.full((b,), length, jnp.int32) if lengths is None else lengths
+    return logits, lm_lib.set_cache_lengths(cache, splice_lib.expanded_lengths(lengths, lay))
+
   def decode_step(self, params: Any, tokens: Array, cache: lm_lib.Cache,
                   media_locations: Optional[Array] = None) -> tuple[Array, lm_lib.Cache]:
-    """One step from the cache: tokens [B, 1] -> logits [B, 1, vocab] and the advanced cache."""
+    """One step from the cache: tokens [B, 1] -> logits [B, 1, vocab] and the advanced cache.
+
+    (Decoder-only: a generated `<image>` gets no visual tokens; media enter at prefill only.)
+    """
     return self.module.apply({"params": params}, None, None, tokens, media_locations,
                              cache=cache)

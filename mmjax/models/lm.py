@@ -38,6 +38,7 @@ from mmjax import losses
 from mmjax import parallel as P
 from mmjax.models import family as family_lib
 from mmjax.models import layers
+from mmjax.models import splice as splice_lib
 from mmjax.models import xattn as xattn_lib
 
 Array = jax.Array
@@ -328,7 +329,8 @@ class DecoderLM(nn.Module):
   @nn.compact
   def __call__(self, tokens: Array, train: bool = False, *, media: Optional[Array] = None,
                media_mask: Optional[Array] = None, media_locations: Optional[Array] = None,
-               cache: Optional[Cache] = None) -> Array | tuple[Array, Cache]:
+               cache: Optional[Cache] = None, visual: Optional[Array] = None,
+               expanded: bool = False) -> Array | tuple[Array, Cache]:
     """Logits for `tokens` [B, T].
 
     Args:
@@ -339,20 +341,36 @@ class DecoderLM(nn.Module):
       media_mask: [B, M] real media slots (default: all; from the cache when decoding).
       media_locations: [B, T] bool, True at `<image>` tokens (default: none).
       cache: from `init_cache`; then returns (logits, updated cache).
+      visual: [B, M, n, D] visual tokens to splice after each `<image>` (decoder-only fusion,
+        mmjax/models/splice.py; LMs without xattn). The sequence runs expanded to
+        L + M * n positions and the logits come back at the L text positions.
+      expanded: with `visual`, return the logits of every expanded position instead.
     """
     c = self.config
     dtype, param_dtype = layers.dtype_of(c.dtype), layers.dtype_of(c.param_dtype)
-    b, t = tokens.shape
+    tables = self._tables(param_dtype)
+    x = self._embed(tokens, tables, dtype)
+    lay = None
+    if visual is not None:
+      if self.xattn is not None:
+        raise ValueError("`visual` splices tokens into a decoder-only LM; this LM fuses media "
+                         "by gated cross-attention (pass `media`)")
+      if media_locations is None:
+        raise ValueError("decoder-only fusion needs media_locations (the <image> tokens)")
+      if media_mask is None:
+        media_mask = jnp.ones(visual.shape[:2], jnp.bool_)
+      lay = splice_lib.layout(media_locations, media_mask, visual.shape[2])
+      x = splice_lib.splice(x, visual.astype(dtype), lay)
+    b, t = x.shape[:2]
     if cache is None:
       if t > c.max_len:
-        raise ValueError(f"sequence length {t} exceeds lm.max_len {c.max_len}")
+        raise ValueError(f"sequence length {t} exceeds lm.max_len {c.max_len}"
+                         + ("" if lay is None else f" (text {tokens.shape[1]} + visual tokens "
+                            f"{t - tokens.shape[1]})"))
       index = jnp.zeros((b,), jnp.int32)
     else:
       index = cache["index"]
     positions = index[:, None] + jnp.arange(t, dtype=jnp.int32)[None]
-
-    tables = self._tables(param_dtype)
-    x = self._embed(tokens, tables, dtype)
     if c.positions == "learned":
       pos_embed = self.param("pos_embed", layers.with_axes(layers.default_embed_init, None,
                                                            P.EMBED),
@@ -372,6 +390,8 @@ class DecoderLM(nn.Module):
           None if cache is None else cache["layers"].get(segment.name), ctx)
     x = layers.norm_layer(c.norm, c.norm_eps, dtype, param_dtype, name="final_norm")(x)
     logits = self._logits(x, tables, dtype, param_dtype)
+    if lay is not None and not expanded:
+      logits = splice_lib.gather(logits, lay)
     if cache is None:
       return logits
     new_cache.update(index=index + t, layers=layer_caches)
