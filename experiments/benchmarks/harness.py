@@ -85,9 +85,10 @@ def assert_losses_agree(ours: Sequence[float], theirs: Sequence[float], rtol: fl
 
 @dataclasses.dataclass
 class Timing:
-  """Seconds of every timed call of one side; `median` is what the ratio uses."""
+  """Seconds of every timed call of one side, and the same grouped by round."""
   name: str
   seconds: list
+  rounds: list = dataclasses.field(default_factory=list)
 
   @property
   def median(self) -> float:
@@ -115,11 +116,21 @@ def interleaved(sides: dict[str, Callable[[], None]], warmup: int, steps: int,
   out = {name: Timing(name, []) for name in sides}
   for _ in range(rounds):
     for name, fn in sides.items():
+      this_round = []
       for _ in range(steps):
         start = time.perf_counter()
         fn()
-        out[name].seconds.append(time.perf_counter() - start)
+        this_round.append(time.perf_counter() - start)
+      out[name].seconds.extend(this_round)
+      out[name].rounds.append(this_round)
   return out
+
+
+def paired_ratio(ours: Timing, theirs: Timing) -> float:
+  """Median over rounds of (their median / our median) within the round: adjacent rounds see
+  about the same load from other users, so this is steadier than a ratio of overall medians."""
+  return statistics.median(statistics.median(t) / statistics.median(o)
+                           for o, t in zip(ours.rounds, theirs.rounds))
 
 
 def report(ours: Timing, theirs: Timing, unit: str, work: float, peer: str,
@@ -132,7 +143,10 @@ def report(ours: Timing, theirs: Timing, unit: str, work: float, peer: str,
   tag = f" {label}" if label else ""
   print(f"mmjax{tag}: {rate_ours:.2f} {unit} ({ours.spread()})")
   print(f"{peer}{tag}: {rate_theirs:.2f} {unit} ({theirs.spread()})")
-  ratio = rate_ours / rate_theirs
+  ratio = paired_ratio(ours, theirs)
+  print(f"ratio of overall medians {rate_ours / rate_theirs:.2f}x, of fastest calls "
+        f"{min(theirs.seconds) / min(ours.seconds):.2f}x; paired by round (reported) "
+        f"{ratio:.2f}x")
   if target is not None:
     met = ratio >= target
     print(f"target >= {target:.2f}x{tag}: {'met' if met else 'MISSED'}")
