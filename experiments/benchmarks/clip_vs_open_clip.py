@@ -48,13 +48,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   p.add_argument("--embed_dim", type=int, default=256)
   p.add_argument("--context_length", type=int, default=32)
   p.add_argument("--vocab_size", type=int, default=1000)
+  p.add_argument("--scan", choices=("on", "off"), default="on",
+                 help="our towers' layers: scanned (one compiled body) or unrolled")
   p.add_argument("--lr", type=float, default=1e-4)
   p.add_argument("--weight_decay", type=float, default=0.1)
   p.add_argument("--check_steps", type=int, default=5, help="steps whose losses must agree")
   p.add_argument("--rtol", type=float, default=1e-4)
   p.add_argument("--warmup", type=int, default=2)
-  p.add_argument("--steps", type=int, default=5, help="timed steps per round and side")
-  p.add_argument("--rounds", type=int, default=4)
+  p.add_argument("--steps", type=int, default=1, help="timed steps per round and side")
+  p.add_argument("--rounds", type=int, default=12)
   p.add_argument("--threads", type=int, default=harness.DEFAULT_THREADS)
   p.add_argument("--seed", type=int, default=0)
   return p.parse_args(argv)
@@ -152,7 +154,7 @@ class JaxTwin:
                state_dict: dict):
     oc_cfg = open_clip_model_config(a)
     self.model_config = open_clip_config.model_config(oc_cfg)
-    self.model_config.scan = True
+    self.model_config.scan = a.scan == "on"
     self.family = family_lib.build(self.model_config)
     config = optim_config(a)
     params = oc_convert.to_mmjax(state_dict, self.model_config)

@@ -4,6 +4,8 @@ Import this module BEFORE jax: it fixes the thread count of both sides (XLA's CP
 is sized from XLA_FLAGS when the backend starts; torch's with `torch.set_num_threads`) and
 switches XLA's oneDNN matmuls on (see `XLA_DEFAULTS`). It also puts this checkout first on
 sys.path, so a benchmark measures the code next to it, not an installed copy.
+Each script prints the load average at start and end: this machine is shared, and torch's
+OpenMP threads suffer more than XLA's from oversubscription, so a loaded run favours mmjax.
 
 What every benchmark does with it:
   pin_threads(n)                  both sides on the same n threads
@@ -27,9 +29,10 @@ if REPO_ROOT not in sys.path:
 
 # Threads for both sides unless a script's --threads says otherwise (this machine has 2 cores).
 DEFAULT_THREADS = 2
-# XLA CPU flags the benchmarks run with: oneDNN matmuls (measured faster than Eigen's on this
-# 2-core AVX2 machine for the CLIP step, see README "Benchmarks").
-XLA_DEFAULTS = ("--xla_cpu_use_onednn=true",)
+# XLA CPU flags the benchmarks add to XLA_FLAGS. None: with jax 0.10.2 XLA already sends dots to
+# YNNPACK fusions, and --xla_cpu_use_onednn=true (17% faster on older jax) changed nothing
+# measurable (CLIP step 3.65 vs 3.73 CPU-s). Kept as the one place to add a flag for both sides.
+XLA_DEFAULTS: tuple[str, ...] = ()
 
 
 def _set_xla_flags() -> None:
@@ -57,6 +60,7 @@ def pin_threads(threads: int) -> None:
     torch.set_num_interop_threads(threads)
   except RuntimeError:  # already started (e.g. a second benchmark in one process)
     pass
+  print(f"load average at start: {os.getloadavg()[0]:.1f} ({os.cpu_count()} cores)")
   available = len(os.sched_getaffinity(0))
   if threads > available:
     print(f"warning: --threads {threads} exceeds the {available} cores of this process")
@@ -153,6 +157,7 @@ def report(ours: Timing, theirs: Timing, unit: str, work: float, peer: str,
     if not met and profile is not None:
       print("profile (where the time goes):")
       profile()
+  print(f"load average now: {os.getloadavg()[0]:.1f}")
   print(f"ratio (mmjax / {peer}){tag}: {ratio:.2f}x", flush=True)
   return ratio
 
