@@ -228,21 +228,7 @@ def main(argv: Optional[Sequence[str]] = None) -> float:
   n_params = sum(p.numel() for p in theirs.model.parameters())
   print(f"parameters: {n_params:,} (both sides)")
 
-  harness.assert_losses_agree([ours.step(i) for i in range(a.check_steps)],
-                              [theirs.step(i) for i in range(a.check_steps)], a.rtol)
-
-  counter = {"ours": a.check_steps, "theirs": a.check_steps}
-
-  def run_ours():
-    ours.step_async(counter["ours"])
-    counter["ours"] += 1
-
-  def run_theirs():
-    theirs.step(counter["theirs"])
-    counter["theirs"] += 1
-
-  timings = harness.interleaved({"mmjax": run_ours, PEER: run_theirs}, a.warmup, a.steps,
-                                a.rounds)
+  timings = harness.agree_then_time_training(ours, theirs, a, PEER)
   flops = train_flops(a)
   for name, t in timings.items():
     print(f"{name}: {flops / min(t.seconds) / 1e9:.1f} GFLOP/s in its fastest step "

@@ -345,20 +345,7 @@ def main(argv: Optional[Sequence[str]] = None) -> float:
                                     f"torch {theirs.num_trainable:,}")
   print(f"trainable parameters: {ours.num_trainable:,} (both sides)")
 
-  harness.assert_losses_agree([ours.step(i) for i in range(a.check_steps)],
-                              [theirs.step(i) for i in range(a.check_steps)], a.rtol)
-  counter = {"ours": a.check_steps, "theirs": a.check_steps}
-
-  def run_ours():
-    ours.step_async(counter["ours"])
-    counter["ours"] += 1
-
-  def run_theirs():
-    theirs.step(counter["theirs"])
-    counter["theirs"] += 1
-
-  timings = harness.interleaved({"mmjax": run_ours, PEER: run_theirs}, a.warmup, a.steps,
-                                a.rounds)
+  timings = harness.agree_then_time_training(ours, theirs, a, PEER)
 
   def profile():
     harness.print_parts(harness.time_parts(ours.parts()), harness.time_parts(theirs.parts()),

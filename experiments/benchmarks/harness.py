@@ -21,7 +21,7 @@ import os
 import statistics
 import sys
 import time
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if REPO_ROOT not in sys.path:
@@ -128,6 +128,26 @@ def interleaved(sides: dict[str, Callable[[], None]], warmup: int, steps: int,
       out[name].seconds.extend(this_round)
       out[name].rounds.append(this_round)
   return out
+
+
+def agree_then_time_training(ours: Any, theirs: Any, args: Any, peer: str) -> dict[str, Timing]:
+  """The train-step twins' protocol: `args.check_steps` steps whose losses must agree (rtol
+  `args.rtol`), then interleaved timing of the following steps. `ours.step(i)` / `theirs.step(i)`
+  return step i's loss; `ours.step_async(i)` dispatches it (ours keeps one step in flight, as
+  the trainer does)."""
+  assert_losses_agree([ours.step(i) for i in range(args.check_steps)],
+                      [theirs.step(i) for i in range(args.check_steps)], args.rtol)
+  counter = {"ours": args.check_steps, "theirs": args.check_steps}
+
+  def run_ours():
+    ours.step_async(counter["ours"])
+    counter["ours"] += 1
+
+  def run_theirs():
+    theirs.step(counter["theirs"])
+    counter["theirs"] += 1
+
+  return interleaved({"mmjax": run_ours, peer: run_theirs}, args.warmup, args.steps, args.rounds)
 
 
 def paired_ratio(ours: Timing, theirs: Timing) -> float:
