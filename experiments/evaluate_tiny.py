@@ -100,7 +100,7 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--workdir", default="/tmp/mmjax_eval_tiny")
   parser.add_argument("--clip_steps", type=int, default=1000)
-  parser.add_argument("--flamingo_steps", type=int, default=1000)
+  parser.add_argument("--flamingo_steps", type=int, default=3000)
   parser.add_argument("--suite_size", default="full", choices=("full", "small"))
   parser.add_argument("--output", default=RESULTS, help="directory of the JSON and markdown")
   parser.add_argument("--from_json", action="store_true",
