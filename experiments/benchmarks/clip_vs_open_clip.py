@@ -50,15 +50,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   p.add_argument("--vocab_size", type=int, default=1000)
   p.add_argument("--scan", choices=("on", "off"), default="on",
                  help="our towers' layers: scanned (one compiled body) or unrolled")
-  p.add_argument("--lr", type=float, default=1e-4)
-  p.add_argument("--weight_decay", type=float, default=0.1)
-  p.add_argument("--check_steps", type=int, default=5, help="steps whose losses must agree")
-  p.add_argument("--rtol", type=float, default=1e-4)
-  p.add_argument("--warmup", type=int, default=2)
-  p.add_argument("--steps", type=int, default=1, help="timed steps per round and side")
-  p.add_argument("--rounds", type=int, default=12)
-  p.add_argument("--threads", type=int, default=harness.DEFAULT_THREADS)
-  p.add_argument("--seed", type=int, default=0)
+  harness.add_train_twin_args(p)
   return p.parse_args(argv)
 
 

@@ -130,6 +130,20 @@ def interleaved(sides: dict[str, Callable[[], None]], warmup: int, steps: int,
   return out
 
 
+def add_train_twin_args(p) -> None:
+  """The flags every train-step twin benchmark shares: AdamW settings, the agreement check
+  (`agree_then_time_training`), the timing protocol, threads and seed."""
+  p.add_argument("--lr", type=float, default=1e-4)
+  p.add_argument("--weight_decay", type=float, default=0.1)
+  p.add_argument("--check_steps", type=int, default=5, help="steps whose losses must agree")
+  p.add_argument("--rtol", type=float, default=1e-4)
+  p.add_argument("--warmup", type=int, default=2)
+  p.add_argument("--steps", type=int, default=1, help="timed steps per round and side")
+  p.add_argument("--rounds", type=int, default=12)
+  p.add_argument("--threads", type=int, default=DEFAULT_THREADS)
+  p.add_argument("--seed", type=int, default=0)
+
+
 def agree_then_time_training(ours: Any, theirs: Any, args: Any, peer: str) -> dict[str, Timing]:
   """The train-step twins' protocol: `args.check_steps` steps whose losses must agree (rtol
   `args.rtol`), then interleaved timing of the following steps. `ours.step(i)` / `theirs.step(i)`
