@@ -215,9 +215,7 @@ class ExampleProcessor:
     if self.task == "vqa":
       questions, answers = _texts(r["questions"], "questions"), _texts(r["answer"], "answer")
       i = self._choose(len(questions), rng)
-      prompt, target = f"Question: {questions[i]} Answer:", " " + answers[i]
-      image = self._images([r["image"]], "image", [prompt, target], rng)
-      return self._single(image, prompt, target)
+      return self._qa_row(f"Question: {questions[i]} Answer:", answers[i], r["image"], rng)
     return self._caption_row(captions, r["image"], rng)
 
   def _caption_row(self, captions: Sequence[str], blob: bytes, rng) -> dict:
