@@ -121,25 +121,23 @@ RESUMABLE_MODEL_FIELDS = frozenset({
     "freeze_vision", "freeze_lm", "freeze_text"})
 
 
-def _differences(saved: Any, current: Any, path: str) -> list[str]:
-  """'path: saved X, this run Y' for every differing leaf of two JSON trees, in key order."""
+def _differences(saved: Any, current: Any, path: str) -> list[tuple[str, str]]:
+  """(field name, 'path: saved X, this run Y') for every differing leaf of two JSON trees, in
+  key order; list items are named by their list's field."""
   if isinstance(saved, dict) and isinstance(current, dict):
     out = []
     for key in sorted(set(saved) | set(current)):
       if key not in saved or key not in current:
         where = "this run" if key not in saved else "the saved config"
-        out.append(f"{path}.{key} exists only in {where}")
+        out.append((key, f"{path}.{key} exists only in {where}"))
       else:
-        out += _differences(saved[key], current[key], f"{path}.{key}")
+        out += [(key if name is None else name, text) for name, text in
+                _differences(saved[key], current[key], f"{path}.{key}")]
     return out
   if isinstance(saved, list) and isinstance(current, list) and len(saved) == len(current):
-    return [d for i, (a, b) in enumerate(zip(saved, current))
-            for d in _differences(a, b, f"{path}[{i}]")]
-  return [] if saved == current else [f"{path}: saved {saved!r}, this run {current!r}"]
-
-
-def _field_name(difference: str) -> str:
-  return difference.split(":")[0].split(" ")[0].rsplit(".", 1)[-1]
+    return [(None, text) for i, (a, b) in enumerate(zip(saved, current))
+            for _, text in _differences(a, b, f"{path}[{i}]")]
+  return [] if saved == current else [(None, f"{path}: saved {saved!r}, this run {current!r}")]
 
 
 def check_workdir_model(config: Any, workdir: str) -> None:
@@ -161,10 +159,10 @@ def check_workdir_model(config: Any, workdir: str) -> None:
     return
   current = json.loads(config.model.to_json_best_effort())
   diffs = _differences(saved, current, "model")
-  for diff in diffs:
-    if _field_name(diff) in RESUMABLE_MODEL_FIELDS:
+  for name, diff in diffs:
+    if name in RESUMABLE_MODEL_FIELDS:
       log.warning("resuming %s with a changed model field: %s", workdir, diff)
-  blocking = [d for d in diffs if _field_name(d) not in RESUMABLE_MODEL_FIELDS]
+  blocking = [diff for name, diff in diffs if name not in RESUMABLE_MODEL_FIELDS]
   if blocking:
     raise ValueError(f"workdir {workdir} holds checkpoints of another model ({blocking[0]}). Use "
                      "a new --workdir, or the saved config to resume it.")
