@@ -5,8 +5,8 @@ gated cross-attention (XATTN-DENSE) blocks, trained on interleaved image-text se
     python -m mmjax.summary --config configs/flamingo.py:3b
 
 Connector zoo (mmjax/models/connectors): `model.connector` picks how vision features reach the
-LM ('resampler' | 'mlp' | 'avgpool' | 'qwen_xattn' | 'qformer', each configured in its own
-`model.<name>` section) and `model.fusion` how they enter it ('xattn': gated cross-attention;
+LM ('resampler' | 'mlp' | 'avgpool' | 'qwen_xattn' | 'qformer' | 'transformer', each configured
+in its own `model.<name>` section) and `model.fusion` how they enter it ('xattn': gated cross-attention;
 'decoder_only': visual tokens spliced after each <image>, LLaVA-style), e.g.
 
     python -m mmjax.train --config configs/flamingo.py:micro --config.model.connector=mlp \
@@ -105,6 +105,8 @@ def xattn_model(**overrides) -> ml_collections.ConfigDict:
   x.cross_attn_layers = ()
   # LayerNorm epsilon.
   x.norm_eps = 1e-5
+  # 'tanh': zero-initialised tanh gates (the paper); 'none': ungated (Table 3 ablation).
+  x.gating = "tanh"
   x.update(overrides)
   return x
 
@@ -135,6 +137,11 @@ def connector_models(width: int, vocab_size: int, **overrides
                 cross_attention_freq=2, vocab_size=vocab_size, max_length=64, activation="gelu",
                 norm_eps=1e-12, scan=True, remat="none", dtype="float32",
                 param_dtype="float32")))
+  # Flamingo Table 3's plain Transformer over all patch tokens (no latents), resampler-sized.
+  sections["transformer"] = ml_collections.ConfigDict(dict(
+      width=width, depth=1, num_heads=2, mlp_dim=2 * width, activation="squared_relu",
+      max_frames=2, norm_eps=1e-5, scan=True, remat="none", dtype="float32",
+      param_dtype="float32"))
   for name, fields in overrides.items():
     sections[name].update(fields)
   return sections

@@ -35,6 +35,9 @@ from mmjax.models import layers
 Array = jax.Array
 
 
+GATINGS = ("tanh", "none")
+
+
 @dataclasses.dataclass(frozen=True)
 class XAttnConfig:
   """Shape of the gated cross-attention blocks and where they sit in the LM.
@@ -49,6 +52,9 @@ class XAttnConfig:
     cross_attn_layers: explicit LM layer indices instead (non-empty overrides every_n), e.g. (0,)
       for Table 3's "single layer" ablation.
     norm_eps: epsilon of the LayerNorms.
+    gating: 'tanh' (the paper: residual branches scaled by tanh of a zero-initialised gate, so
+      the model starts as the bare LM) or 'none' (branches added ungated: Table 3's "w/o tanh
+      gating" ablation, which perturbs the frozen LM from the first step).
   """
   num_heads: int = 8
   head_dim: int = 64
@@ -58,6 +64,11 @@ class XAttnConfig:
   cross_attn_every_n: int = 1
   cross_attn_layers: tuple[int, ...] = ()
   norm_eps: float = 1e-5
+  gating: str = "tanh"
+
+  def __post_init__(self):
+    if self.gating not in GATINGS:
+      raise ValueError(f"unknown xattn.gating {self.gating!r}; choose one of {GATINGS}")
 
   def gated_layers(self, depth: int) -> tuple[int, ...]:
     """Indices of the LM layers that a gated block precedes, validated against `depth`."""
@@ -159,17 +170,20 @@ class GatedCrossAttentionBlock(nn.Module):
                media: Optional[Array] = None, cache: Optional[dict] = None
                ) -> tuple[Array, Optional[dict]]:
     c = self.config
-    gate_init = layers.with_axes(nn.initializers.zeros, None)
-    # Shape [1] like open_flamingo's nn.Parameter(torch.tensor([0.0])).
-    attn_gate = self.param("attn_gate", gate_init, (1,), self.param_dtype)
-    ff_gate = self.param("ff_gate", gate_init, (1,), self.param_dtype)
+    if c.gating == "tanh":
+      gate_init = layers.with_axes(nn.initializers.zeros, None)
+      # Shape [1] like open_flamingo's nn.Parameter(torch.tensor([0.0])).
+      attn_gate = jnp.tanh(self.param("attn_gate", gate_init, (1,), self.param_dtype))
+      ff_gate = jnp.tanh(self.param("ff_gate", gate_init, (1,), self.param_dtype))
+    else:  # No parameters at all: the ablation has nothing to learn here.
+      attn_gate = ff_gate = jnp.ones((1,), self.param_dtype)
     media_kv = (cache["k"], cache["v"]) if cache and media is None else None
     attn_out, (k, v) = MaskedCrossAttention(
         c.num_heads, c.head_dim, c.only_attend_immediate_media, c.norm_eps, self.dtype,
         self.param_dtype, name="attn")(x, text_times, media_mask, media, media_kv)
-    x = x + jnp.tanh(attn_gate).astype(self.dtype) * attn_out
+    x = x + attn_gate.astype(self.dtype) * attn_out
     ff_out = layers.FeedForward(c.ff_mult * x.shape[-1], c.activation, use_bias=False,
                                 norm_eps=c.norm_eps, dtype=self.dtype,
                                 param_dtype=self.param_dtype, name="ff")(x)
-    x = x + jnp.tanh(ff_gate).astype(self.dtype) * ff_out
+    x = x + ff_gate.astype(self.dtype) * ff_out
     return x, (None if cache is None else {"k": k, "v": v})

@@ -19,7 +19,7 @@ from mmjax.models.connectors import avgpool, mlp, qwen_xattn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 IMAGE = 512  # the micro LM's <image> id (vocab_size + 0)
-KINDS = ["resampler", "mlp", "avgpool", "qwen_xattn", "qformer"]
+KINDS = ["resampler", "mlp", "avgpool", "qwen_xattn", "qformer", "transformer"]
 
 
 def _family(*overrides):
@@ -67,7 +67,8 @@ def test_connector_output_shapes_and_token_counts(kind):
                                                      params, batch["media"])
   n = fam.tokens_per_media(batch["media"].shape)
   assert visual.shape == (2, 2, n, fam.lm_config.width)
-  assert n == {"resampler": 4, "mlp": 4, "avgpool": 4, "qwen_xattn": 16, "qformer": 8}[kind]
+  assert n == {"resampler": 4, "mlp": 4, "avgpool": 4, "qwen_xattn": 16, "qformer": 8,
+               "transformer": 4}[kind]
   assert np.isfinite(np.asarray(visual)).all()
 
 

@@ -12,6 +12,7 @@ mmjax/models/splice.py), so any connector works with either fusion.
 | `avgpool`    | connectors/avgpool.py | T * num_tokens         | MM1 average pooling         |
 | `qwen_xattn` | connectors/qwen_xattn.py | num_queries         | Qwen-VL 1-layer cross-attn  |
 | `qformer`    | connectors/qformer.py | bert.num_queries       | BLIP-2 Q-Former             |
+| `transformer`| connectors/transformer.py | T * N (every patch) | Flamingo Table 3 "Transformer" |
 
 The config section of a connector is `config.model.<name>`; its `width` is the output width D.
 Connectors see the ViT's final-normed patch tokens (no class token, LLaVA's
@@ -29,7 +30,7 @@ import flax.linen as nn
 
 from mmjax.models import layers
 from mmjax.models import resampler as resampler_lib
-from mmjax.models.connectors import avgpool, mlp, qformer, qwen_xattn
+from mmjax.models.connectors import avgpool, mlp, qformer, qwen_xattn, transformer
 
 CONNECTORS: dict[str, type[nn.Module]] = {
     "resampler": resampler_lib.PerceiverResampler,
@@ -37,6 +38,7 @@ CONNECTORS: dict[str, type[nn.Module]] = {
     "avgpool": avgpool.AvgPoolProjector,
     "qwen_xattn": qwen_xattn.QwenResampler,
     "qformer": qformer.QFormerConnector,
+    "transformer": transformer.TransformerConnector,
 }
 
 
@@ -86,7 +88,7 @@ def tokens_per_media(kind: str, section: Any, num_patches: int, num_frames: int 
   check_kind(kind)
   if kind == "resampler":
     return int(section.num_latents)
-  if kind == "mlp":
+  if kind in ("mlp", "transformer"):
     return num_frames * num_patches
   if kind == "avgpool":
     return num_frames * int(section.num_tokens)

@@ -1,0 +1,96 @@
+"""Model switches of the Flamingo Table 3 ablations (experiments/flamingo_ablations.py):
+ungated cross-attention (`xattn.gating='none'`) and the plain-Transformer connector."""
+
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mmjax import config_lib
+from mmjax.models import family
+from mmjax.models.connectors import transformer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+IMAGE = 512  # the micro LM's <image> id
+
+
+def _family(*overrides):
+  config = config_lib.load_config(os.path.join(ROOT, "configs/flamingo.py:micro"),
+                                  [f"model.{o}" for o in overrides])
+  return family.build(config.model)
+
+
+def _batch():
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(1, 512, size=(2, 8)).astype(np.int32)
+  tokens[:, 1] = IMAGE
+  return {"media": rng.uniform(-1, 1, (2, 1, 1, 16, 16, 3)).astype(np.float32),
+          "media_mask": np.ones((2, 1), bool), "tokens": tokens,
+          "media_locations": tokens == IMAGE, "loss_mask": np.ones((2, 8), np.float32)}
+
+
+def _names(tree):
+  return {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def test_ungated_xattn_has_no_gates_and_equals_fully_open_tanh_gates():
+  batch = _batch()
+  gated, ungated = _family(), _family("xattn.gating=none")
+  p_gated = nn.unbox(gated.init(jax.random.key(0), batch)["params"])
+  p_ungated = nn.unbox(ungated.init(jax.random.key(0), batch)["params"])
+  gates = {n for n in _names(p_gated) if "_gate" in n}
+  assert gates and _names(p_ungated) == _names(p_gated) - gates
+  # tanh(20) == 1.0 in float32, so gates at 20 make the gated model the ungated one.
+  opened = jax.tree_util.tree_map_with_path(
+      lambda p, x: jnp.full_like(x, 20.0) if "_gate" in jax.tree_util.keystr(p) else x, p_gated)
+  logits = lambda fam, p: fam.predict_logits(p, batch)  # noqa: E731
+  np.testing.assert_allclose(logits(ungated, p_ungated), logits(gated, opened), atol=1e-6)
+  # At init the gated model is the bare LM; the ungated one is not.
+  assert not np.allclose(logits(ungated, p_ungated), logits(gated, p_gated), atol=1e-4)
+
+
+def test_bad_gating_names_the_field():
+  with pytest.raises(ValueError, match="xattn.gating"):
+    _family("xattn.gating=sigmoid")
+
+
+def _connector(**kw):
+  module = transformer.TransformerConnector(width=8, depth=2, num_heads=2, mlp_dim=16,
+                                            max_frames=2, **kw)
+  x = jax.random.normal(jax.random.key(1), (2, 1, 2, 4, 6))  # [B, M, T=2, N=4, Dv=6]
+  return module, x, module.init(jax.random.key(0), x)
+
+
+def test_transformer_connector_parameter_count_by_hand():
+  _, _, variables = _connector()
+  d, dv, mlp, depth = 8, 6, 16, 2
+  layer = 4 * (d * d + d) + (d * mlp + mlp) + (mlp * d + d) + 2 * 2 * d
+  expected = (dv * d + d) + 2 * d + depth * layer + 2 * d
+  assert sum(x.size for x in jax.tree.leaves(nn.unbox(variables))) == expected
+
+
+def test_transformer_connector_is_patch_equivariant_and_time_aware():
+  module, x, variables = _connector()
+  out = module.apply(variables, x)
+  assert out.shape == (2, 1, 8, 8)
+  # No positions within a frame: permuting the patches permutes the output tokens.
+  perm = np.array([2, 0, 3, 1])
+  out_perm = module.apply(variables, x[:, :, :, perm])
+  expected = out.reshape(2, 1, 2, 4, 8)[:, :, :, perm].reshape(2, 1, 8, 8)
+  np.testing.assert_allclose(out_perm, expected, atol=1e-5)
+  # Time embeddings tell the frames apart: swapping them is not a mere re-ordering ...
+  swapped = module.apply(variables, x[:, :, ::-1])
+  reordered = out.reshape(2, 1, 2, 4, 8)[:, :, ::-1].reshape(2, 1, 8, 8)
+  assert not np.allclose(swapped, reordered, atol=1e-4)
+  # ... and without them it is.
+  plain, _, v0 = _connector(**{})
+  v0 = jax.tree_util.tree_map_with_path(
+      lambda p, a: jnp.zeros_like(a) if "time_embed" in jax.tree_util.keystr(p) else a, v0)
+  np.testing.assert_allclose(
+      plain.apply(v0, x[:, :, ::-1]),
+      plain.apply(v0, x).reshape(2, 1, 2, 4, 8)[:, :, ::-1].reshape(2, 1, 8, 8), atol=1e-5)
+  with pytest.raises(ValueError, match="transformer.max_frames=2"):
+    module.apply(variables, jnp.ones((1, 1, 3, 4, 6)))
