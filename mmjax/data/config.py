@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from mmjax.data import preprocess
+from mmjax.data import mixing, preprocess
 
 TASKS = ("caption", "interleaved", "vqa", "lm", "video")
 BAD_DATA_POLICIES = ("skip", "raise")
@@ -25,6 +25,10 @@ def default_data_config(**overrides) -> ml_collections.ConfigDict:
   # dataset: ("shapes", "shapes") with ("caption", "vqa")); empty: every dataset uses `task`.
   # The rows must share one form, so mixing tasks needs media rows (as_media or interleaved).
   c.tasks = ()
+  # How a mixture fills the batches: 'example' (rows drawn by weight), 'batch' (a fixed block
+  # per dataset in every batch; with grad accumulation over the blocks: Flamingo's accumulation)
+  # or 'round_robin' (whole batches from one dataset in turn); see mmjax/data/mixing.py.
+  c.mixing = "example"
   # caption/vqa only: emit `media` [B, 1, 1, H, W, 3] + `<image>` tokens (Flamingo) instead of
   # `image` [B, H, W, 3] (two-tower models).
   c.as_media = False
@@ -114,6 +118,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
                      "must be non-empty and of equal length")
   if any(w <= 0 for w in c.weights):
     raise ValueError(f"data.weights must be positive, got {tuple(c.weights)}")
+  mixing_mode = c.get("mixing", "example")
+  if mixing_mode not in mixing.MIXINGS:
+    raise ValueError(f"data.mixing must be one of {mixing.MIXINGS}, got {mixing_mode!r}")
+  if mixing_mode == "batch":
+    mixing.block_sizes(c.weights, c.batch_size)  # raises naming data.batch_size
   for field in ("batch_size", "image_size", "text_length", "max_media", "num_frames"):
     if c[field] < 1:
       raise ValueError(f"data.{field} must be >= 1, got {c[field]}")

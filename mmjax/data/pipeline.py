@@ -26,7 +26,7 @@ import numpy as np
 
 from mmjax import batch as batch_lib
 from mmjax.data import config as config_lib
-from mmjax.data import datasets, tasks
+from mmjax.data import datasets, mixing, tasks
 from mmjax.data import tokenizers as tok_lib
 
 # Mesh axes that split the batch: the names of parallel.py's batch rule (data/ does not import
@@ -83,9 +83,12 @@ def build_dataset(config, tokenizer: tok_lib.Tokenizer, *, process_index: int,
     per_dataset.append(ds)
   if len(per_dataset) == 1:
     stream = per_dataset[0]
-  else:
+  elif config.get("mixing", "example") == "example":
     # Weighted mixture: a deterministic interleaving in proportion to the weights.
     stream = grain.MapDataset.mix(per_dataset, [float(w) for w in config.weights])
+  else:  # Whole-batch mixing (Flamingo's accumulation / round robin), see mixing.py.
+    stream = mixing.BatchMixture(per_dataset, [float(w) for w in config.weights],
+                                 int(config.batch_size), config.mixing)
   return BatchSlice(stream, int(config.batch_size), process_index, process_count)
 
 
