@@ -222,9 +222,10 @@ def _restrict_to(source: Any, target: Any, where: str) -> Any:
   return {k: _restrict_to(v, target[k], f"{where}/{k}") for k, v in source.items() if k in target}
 
 
-def apply_init_from(params: Any, specs, shardings: Any) -> Any:
+def apply_init_from(params: Any, specs, shardings: Any, family: Any = None) -> Any:
   """Copies sub-trees of other runs' latest checkpoints into `params` (shapes must agree; source
-  parameters this model lacks, such as a projection head, are skipped)."""
+  parameters this model lacks, such as a projection head, are skipped). `family` may first
+  re-lay a source out (`ModelFamily.adapt_init_source`: a plain LM run into Flamingo's LM)."""
   params = jax.tree_util.tree_map(lambda x: x, params)  # a fresh dict tree we may mutate
   for dst, source, src in parse_init_from(specs):
     directory = source if os.path.basename(source.rstrip("/")) == ckpt_lib.SUBDIR else \
@@ -232,6 +233,8 @@ def apply_init_from(params: Any, specs, shardings: Any) -> Any:
     restored = ckpt_lib.Checkpointer(directory, async_save=False).restore_params()
     sub = _get_path(restored, src, f"init_from source {source}")
     target = _get_path(params, dst, "init_from destination (this model)")
+    if family is not None:
+      sub = family.adapt_init_source(dst, sub, target)
     sub = _restrict_to(sub, target, f"{source}:{src}")
     src_shapes = jax.tree_util.tree_map(np.shape, sub)
     dst_shapes = jax.tree_util.tree_map(np.shape, target)
@@ -436,7 +439,7 @@ def train_and_evaluate(config: Any, workdir: str, devices: Optional[list] = None
     log.info("resumed from step %d in %s", start_step, checkpointer.directory)
     print(f"resumed from checkpoint step {start_step}", flush=True)
   elif config.init_from:
-    params = apply_init_from(params, config.init_from, param_shardings)
+    params = apply_init_from(params, config.init_from, param_shardings, family)
   # Recorded only now that the workdir's checkpoints are known to be this model's.
   if is_chief:
     write_run_record(config, workdir, mesh)

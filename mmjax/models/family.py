@@ -86,6 +86,12 @@ class ModelFamily(abc.ABC):
     return self.module.apply({"params": params}, **self.module_inputs(batch), train=train,
                              rngs=rngs, **kwargs)
 
+  def adapt_init_source(self, dst: str, source: Any, target: Any) -> Any:
+    """`source` (another run's sub-tree, unboxed) in the layout of our sub-tree `dst` for
+    `config.init_from`; by default unchanged (the layouts already agree)."""
+    del dst, target
+    return source
+
   @abc.abstractmethod
   def loss(self, params: Any, batch: Batch, rng: Array | None = None,
            train: bool = True) -> tuple[Array, Metrics]:

@@ -178,6 +178,20 @@ class FlamingoFamily(family_lib.ModelFamily):
     return Flamingo(vision, resampler, lm_lib.DecoderLM(self.lm_config, self.xattn_config),
                     connector=connector, fusion=self.fusion)
 
+  def adapt_init_source(self, dst: str, source: Any, target: Any) -> Any:
+    """A plain LM run's parameters (e.g. `init_from=('lm=/runs/lm:',)`, the recipe's stage 2)
+    regrouped into our LM's layout around the gated blocks, which keep their fresh values;
+    our new-token rows stay as initialised too (the source LM has none)."""
+    if dst != "lm" or self.xattn_config is None or not isinstance(source, dict):
+      return source
+    c = self.lm_config
+    plain_layers = {"blocks"} if c.scan else {f"blocks_{i}" for i in range(c.depth)}
+    source_layers = {k for k in source if k.startswith(("blocks", "groups", "xattn_"))}
+    if source_layers != plain_layers:  # already our layout (or wrong; the shape check says)
+      return source
+    out = lm_params_to_flamingo(source, self.lm_config, self.xattn_config, target)
+    return {**target, **out}
+
   def tokens_per_media(self, media_shape: tuple[int, ...]) -> int:
     """Visual tokens per media item for media of `media_shape` [B, M, T, H, W, 3]."""
     patch = self.config.vision.patch_size

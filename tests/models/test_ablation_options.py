@@ -1,11 +1,13 @@
 """Model switches of the Flamingo Table 3 ablations (experiments/flamingo_ablations.py):
-ungated cross-attention (`xattn.gating='none'`) and the plain-Transformer connector."""
+ungated cross-attention (`xattn.gating='none'`), the plain-Transformer connector, and a plain LM
+run initialising the Flamingo LM (the recipe's frozen / unfrozen pretrained LM rows)."""
 
 import os
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -94,3 +96,27 @@ def test_transformer_connector_is_patch_equivariant_and_time_aware():
       plain.apply(v0, x).reshape(2, 1, 2, 4, 8)[:, :, ::-1].reshape(2, 1, 8, 8), atol=1e-5)
   with pytest.raises(ValueError, match="transformer.max_frames=2"):
     module.apply(variables, jnp.ones((1, 1, 3, 4, 6)))
+
+
+@pytest.mark.parametrize("xattn", ["xattn.cross_attn_every_n=2", "xattn.cross_attn_layers=(1,)"])
+def test_a_plain_lm_run_initialises_the_flamingo_lm(xattn):
+  """The recipe's stage 2 -> 3: init_from a text-only LM regroups its layers around the gated
+  blocks; with the gates at 0 the Flamingo LM then computes exactly the source LM's logits."""
+  flamingo = _family(xattn)
+  lm_fields = flamingo.config.lm.to_dict()
+  lm_fields.update(family="lm", num_new_tokens=0)  # pre-trained without Flamingo's tokens
+  lm = family.build(ml_collections.ConfigDict(lm_fields))
+  batch = _batch()
+  batch["tokens"] = np.minimum(batch["tokens"], 511)  # plain-vocabulary text only
+  batch["media_locations"] = np.zeros_like(batch["media_locations"])
+  lm_params = nn.unbox(lm.init(jax.random.key(3), {"tokens": batch["tokens"]})["params"])
+  target = nn.unbox(flamingo.init(jax.random.key(0), batch)["params"])
+  adapted = flamingo.adapt_init_source("lm", lm_params, target["lm"])
+  assert jax.tree.map(np.shape, adapted) == jax.tree.map(np.shape, target["lm"])
+  params = {**target, "lm": adapted}
+  np.testing.assert_allclose(flamingo.predict_logits(params, batch)[..., :512],
+                             lm.predict_logits(lm_params, {"tokens": batch["tokens"]}),
+                             atol=1e-5)
+  # Sub-trees already in our layout, and other destinations, pass through unchanged.
+  assert flamingo.adapt_init_source("lm", target["lm"], target["lm"]) is target["lm"]
+  assert flamingo.adapt_init_source("vision", lm_params, target["vision"]) is lm_params
