@@ -21,6 +21,7 @@ INSTALL_REQUIRES = [
     "absl-py>=2.1",
     "pycocoevalcap>=1.2",  # the official CIDEr / BLEU scorers for captioning evaluation
     "scipy>=1.11",  # SSIM's Gaussian filter
+    "matplotlib>=3.8",  # the plots of experiments/ (accuracy vs batch size / compute)
 ]
 
 EXTRAS_REQUIRE = {
