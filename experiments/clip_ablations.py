@@ -106,9 +106,10 @@ def run_config(run: Run, scale: str, seed: int, examples: int, offline: bool
   return config
 
 
-def held_out_evals(offline: bool, size: str, templates: Any = "shapes"
-                   ) -> ml_collections.ConfigDict:
-  """Zero-shot / retrieval evaluators on what training never showed."""
+def held_out_evals(offline: bool, size: str, templates: Any = "shapes",
+                   zeroshot_only: bool = False) -> ml_collections.ConfigDict:
+  """Zero-shot / retrieval evaluators on what training never showed (`zeroshot_only`: the ones
+  that read prompt templates)."""
   n = 32 if size == "small" else 128
   evals = {
       "heldout_shape": dict(type="zeroshot", split="heldout", attribute="shape",
@@ -116,11 +117,12 @@ def held_out_evals(offline: bool, size: str, templates: Any = "shapes"
       "heldout_colour": dict(type="zeroshot", split="heldout", attribute="colour",
                              templates=templates),
   }
-  if offline:
+  if offline and not zeroshot_only:
     evals["twemoji"] = dict(type="retrieval", dataset="emoji", split="twemoji", num_examples=n,
                             captions_per_image=1)
     evals["noto_test"] = dict(type="retrieval", dataset="emoji", split="test", num_examples=n,
                               captions_per_image=1)
+  if offline:
     evals["fashion_mnist"] = dict(type="zeroshot", dataset="fashion_mnist", split="test",
                                   num_examples=n * 4, templates=templates)
   return ml_collections.ConfigDict(evals)
@@ -145,8 +147,8 @@ def execute(run: Run, seed: int, args, offline: bool) -> list[dict[str, Any]]:
   prompt_sets = PROMPTS if run.sweep == "prompts" else {"ensemble": "shapes"}
   rows = []
   for prompt, templates in prompt_sets.items():
-    results = evaluate.evaluate(config, params, held_out_evals(offline, args.eval_size,
-                                                               templates), workdir)
+    results = evaluate.evaluate(config, params, held_out_evals(
+        offline, args.eval_size, templates, zeroshot_only=prompt != "ensemble"), workdir)
     rows.append({"sweep": run.sweep, "run": run.name, "family": run.family, "seed": seed,
                  "x": run.x, "batch_size": run.batch_size, "step": step, "prompts": prompt,
                  "train_s": seconds, "train_flops": flops,
