@@ -3,13 +3,16 @@ question type) and captioning CIDEr, zero- and few-shot, against the same traine
 each clip's middle frame repeated T times (the single-frame baseline), into
 experiments/results/modalities/video.{json,md}.
 
-    python experiments/modalities/video.py [--workdir /tmp/mmjax_video] [--steps 600] \\
-        [--clip_workdir /tmp/evt3/clip] [--suite_size full]
+    python experiments/modalities/video.py [--workdir /tmp/mmjax_video] [--steps 300] \\
+        [--image_workdir /tmp/evt3/flamingo] [--clip_workdir /tmp/evt3/clip] [--suite_size full]
 
 Trains configs/flamingo.py:video_tiny (captions + motion questions on clips of T=4 frames taken
-from 8, frozen vision tower initialised from a CLIP tiny run's image tower, as
-experiments/evaluate_tiny.py does for images) through the one trainer, resuming in
-WORKDIR/flamingo, then runs the `shapes_video` suite (mmjax/evaluators/suites.py). The motion
+from 8, frozen vision tower) through the one trainer, resuming in WORKDIR/flamingo. With
+--image_workdir (an image Flamingo tiny run of experiments/evaluate_tiny.py, whose tower is the
+CLIP one) every parameter but the time embeddings starts from that model, as Flamingo's video
+ability comes from the image model plus frames; with --image_workdir '' only the vision tower
+comes from the CLIP run (--clip_workdir). Then it runs the `shapes_video` suite
+(mmjax/evaluators/suites.py). The motion
 questions (direction, order, moves, count) cannot be answered from one frame, so the video
 model should beat its single-frame self on them.
 """
@@ -42,6 +45,23 @@ EXTRA_BASELINES = [("vqa/accuracy", "most frequent answer", "vqa/baseline_most_f
                    ("vqa/accuracy", "blank clips", "vqa/baseline_no_image"),
                    ("captioning/cider", "unigram caption", "captioning/baseline_unigram_cider"),
                    ("captioning/cider", "blank clips", "captioning/baseline_no_image_cider")]
+
+
+def init_overrides(image_workdir: str, clip_workdir: str) -> list[str]:
+  """init_from (and a fine-tuning learning rate) for starting from an image Flamingo run, else
+  from a CLIP run's image tower, else nothing."""
+  for flag, path in (("--image_workdir", image_workdir), ("--clip_workdir", clip_workdir)):
+    if path and not os.path.isdir(path):
+      raise FileNotFoundError(f"{flag} {path!r} is not a directory; train it (see "
+                              "experiments/evaluate_tiny.py), or pass ''")
+  if image_workdir:
+    parts = ("vision", "lm", "resampler/latents", "resampler/layers", "resampler/norm")
+    specs = ", ".join(f"'{p}={image_workdir}:{p}'" for p in parts)
+    # Fine-tuning a trained model: a third of the from-scratch learning rate.
+    return [f"init_from=({specs},)", "optim.learning_rate=1e-3"]
+  if clip_workdir:
+    return [f"init_from=('vision={clip_workdir}:image',)"]
+  return []
 
 
 def rows_of(results: dict, model: str) -> list[dict]:
@@ -90,11 +110,14 @@ def main(argv=None) -> dict:
   """Trains (or resumes) and evaluates; returns the saved JSON dict."""
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--workdir", default="/tmp/mmjax_video")
-  parser.add_argument("--steps", type=int, default=600)
+  parser.add_argument("--steps", type=int, default=300)
   parser.add_argument("--preset", default="video_tiny", help="configs/flamingo.py preset")
   parser.add_argument("--clip_workdir", default="/tmp/evt3/clip",
                       help="CLIP run whose image tower initialises the frozen vision tower "
                       "('' : none, e.g. for video_micro whose tower is smaller)")
+  parser.add_argument("--image_workdir", default="/tmp/evt3/flamingo",
+                      help="image Flamingo run (configs/flamingo.py:tiny) to start every "
+                      "parameter but the time embeddings from ('': none)")
   parser.add_argument("--suite_size", default="full", choices=("full", "small"))
   parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                       help="extra config override (repeatable), e.g. data.num_train=64")
@@ -111,11 +134,7 @@ def main(argv=None) -> dict:
   else:
     start = time.time()
     overrides = [f"total_steps={args.steps}"] + list(args.set)
-    if args.clip_workdir:
-      if not os.path.isdir(args.clip_workdir):
-        raise FileNotFoundError(f"--clip_workdir {args.clip_workdir!r} is not a directory; "
-                                "train configs/clip.py:tiny there, or pass ''")
-      overrides.append(f"init_from=('vision={args.clip_workdir}:image',)")
+    overrides += init_overrides(args.image_workdir, args.clip_workdir)
     workdir = os.path.join(args.workdir, "flamingo")
     config = config_lib.load_config(f"configs/flamingo.py:{args.preset}", overrides)
     train.train_and_evaluate(config, workdir)

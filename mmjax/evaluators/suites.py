@@ -73,18 +73,18 @@ def video_suite(family: str, size: str = "full") -> ml_collections.ConfigDict:
   evals: dict[str, dict[str, Any]] = {}
   for single in (False, True):
     tag = "_single_frame" if single else ""
-    evals[f"captioning{tag}"] = dict(type="captioning", num_examples=4 if small else 128,
+    evals[f"captioning{tag}"] = dict(type="captioning", num_examples=4 if small else 64,
                                      baselines=not single, single_frame=single,
                                      max_new_tokens=8 if small else 40, **video)
-    evals[f"vqa{tag}"] = dict(type="vqa", num_examples=4 if small else 128,
+    evals[f"vqa{tag}"] = dict(type="vqa", num_examples=4 if small else 64,
                               baselines=not single, single_frame=single, **video)
     evals[f"fewshot_vqa{tag}"] = dict(
         type="fewshot", task="vqa", shots=(0, 2) if small else (0, 4), seeds=(0,) if small
-        else (0, 1), num_examples=4 if small else 64, pool_size=8 if small else 64,
+        else (0, 1), num_examples=4 if small else 32, pool_size=8 if small else 64,
         single_frame=single, **video, **SHAPES_FORMATS["vqa"])
   evals["fewshot_captioning"] = dict(
       type="fewshot", task="captioning", shots=(0, 2) if small else (0, 4),
-      seeds=(0,) if small else (0, 1), num_examples=4 if small else 64,
+      seeds=(0,) if small else (0, 1), num_examples=4 if small else 32,
       pool_size=8 if small else 64, max_new_tokens=8 if small else 40, **video,
       **SHAPES_FORMATS["captioning"])
   return ml_collections.ConfigDict(evals)
