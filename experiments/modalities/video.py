@@ -119,6 +119,9 @@ def main(argv=None) -> dict:
                       help="image Flamingo run (configs/flamingo.py:tiny) to start every "
                       "parameter but the time embeddings from ('': none)")
   parser.add_argument("--suite_size", default="full", choices=("full", "small"))
+  parser.add_argument("--only", default="",
+                      help="comma-separated entries of the shapes_video suite to run (default: "
+                      "all), e.g. vqa,vqa_single_frame for a quick check")
   parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                       help="extra config override (repeatable), e.g. data.num_train=64")
   parser.add_argument("--output", default=RESULTS, help="directory of the JSON and markdown")
@@ -144,8 +147,13 @@ def main(argv=None) -> dict:
     # grows without new parameters.
     config.model.lm.max_len = 512
     params, step = restore.load_params(workdir)
-    results = evaluate.evaluate(config, params, suites.get_suite(
-        "shapes_video", "flamingo", args.suite_size), workdir)
+    suite = suites.get_suite("shapes_video", "flamingo", args.suite_size)
+    if args.only:
+      unknown = sorted(set(args.only.split(",")) - set(suite))
+      if unknown:
+        raise ValueError(f"--only names {unknown}, not in the suite {sorted(suite)}")
+      suite = {k: v for k, v in suite.items() if k in args.only.split(",")}
+    results = evaluate.evaluate(config, params, suite, workdir)
     model = (f"flamingo {args.preset} (T={config.data.num_frames} of "
              f"{config.data.clip_frames or config.data.num_frames} frames)")
     saved = {"component": NAME, "command": command, "wall_s": time.time() - start,
