@@ -83,6 +83,8 @@ def resampler_model(**overrides) -> ml_collections.ConfigDict:
   r.activation = "squared_relu"
   # Learned time embeddings: the most frames per media item (video); 0 disables them.
   r.max_frames = 2
+  # Std of their initialisation (open_flamingo's torch.randn: 1.0; the video presets use it).
+  r.time_embed_init_std = 0.02
   # LayerNorm epsilon.
   r.norm_eps = 1e-5
   # Scan over layers and the remat policy name; compute ('auto': bf16 on GPU/TPU, fp32 on CPU)
@@ -285,6 +287,8 @@ def with_video_trainer(config: ml_collections.ConfigDict, arg: str) -> ml_collec
   m.freeze_vision = True
   num_frames, clip_frames = VIDEO_FRAMES[arg]
   m.resampler.max_frames = num_frames
+  # open_flamingo's scale: frames are told apart from the first step (see the resampler).
+  m.resampler.time_embed_init_std = 1.0
   data = data_config.default_data_config(
       datasets=("shapes_video", "shapes_video"), tasks=("video", "video_qa"), weights=(1.0, 1.0),
       image_size=m.vision.image_size, max_media=1, text_length=48 if arg == "tiny" else 32,

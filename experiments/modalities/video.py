@@ -103,6 +103,8 @@ def report(saved: dict) -> str:
                 for k, v in sorted(res.items())
                 if k.startswith("fewshot_captioning/") and not k.endswith("_std")), "",
             f"Samples: {res.get('captioning/example')}; {res.get('vqa/example')}"]
+  if saved.get("notes"):
+    lines += ["", "Notes:", ""] + [f"- {n}" for n in saved["notes"]]
   return "\n".join(lines) + "\n"
 
 
@@ -124,6 +126,8 @@ def main(argv=None) -> dict:
                       "all), e.g. vqa,vqa_single_frame for a quick check")
   parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                       help="extra config override (repeatable), e.g. data.num_train=64")
+  parser.add_argument("--note", action="append", default=[],
+                      help="a line for the report's notes (repeatable), e.g. an earlier run")
   parser.add_argument("--output", default=RESULTS, help="directory of the JSON and markdown")
   parser.add_argument("--from_json", action="store_true",
                       help="only rewrite the markdown from OUTPUT/video.json")
@@ -158,7 +162,7 @@ def main(argv=None) -> dict:
              f"{config.data.clip_frames or config.data.num_frames} frames)")
     saved = {"component": NAME, "command": command, "wall_s": time.time() - start,
              "train_s": train_s, "step": step, "model": model,
-             "rows": rows_of(results, model), "results": results}
+             "rows": rows_of(results, model), "results": results, "notes": list(args.note)}
     os.makedirs(args.output, exist_ok=True)
     with open(json_path, "w", encoding="utf-8") as f:
       json.dump(saved, f, indent=1, sort_keys=True)
