@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 
@@ -133,7 +134,7 @@ def main(argv=None) -> dict:
                       help="only rewrite the markdown from OUTPUT/video.json")
   args = parser.parse_args(argv)
   json_path = os.path.join(args.output, f"{NAME}.json")
-  command = ("python experiments/modalities/video.py " + " ".join(
+  command = ("python experiments/modalities/video.py " + shlex.join(
       a for a in (argv if argv is not None else sys.argv[1:]) if a != "--from_json")).strip()
   if args.from_json:
     with open(json_path, encoding="utf-8") as f:
