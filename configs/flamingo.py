@@ -13,7 +13,13 @@ in its own `model.<name>` section) and `model.fusion` how they enter it ('xattn'
         --config.model.fusion=decoder_only --workdir /tmp/llava_micro
 
 Presets llava_tiny / llava_micro are tiny / micro with the LLaVA-1.5 recipe (MLP projector,
-decoder-only). Presets: tiny / micro (seconds on CPU); 3b and 9b with the paper's Table 5 sizes for the
+decoder-only). Presets video_tiny / video_micro train on shapes_video clips (captions + motion
+questions, `with_video_trainer`), e.g. with the vision tower of a CLIP tiny run, frozen:
+
+    python -m mmjax.train --config configs/flamingo.py:video_tiny --workdir /tmp/video_tiny \
+        --config.init_from='("vision=/tmp/evt3/clip:image",)'
+
+Presets: tiny / micro (seconds on CPU); 3b and 9b with the paper's Table 5 sizes for the
 resampler (6 layers, width 1536, 16 heads x 128, 64 latents, FFW x4, Squared ReLU) and the gated
 blocks (16 heads x 128, FFW x4; before every LM layer for 3B, every 4th for 9B). The paper's
 NFNet-F6 is replaced by open_flamingo's ViT-L/14 (its 1024-d tokens are projected to the
@@ -29,6 +35,7 @@ import common
 from mmjax.data import config as data_config
 
 PRESETS = ("tiny", "micro", "3b", "9b", "llava_tiny", "llava_micro")
+PRESETS += ("video_tiny", "video_micro")  # Video: shapes_video captions + QA (with_video_trainer).
 
 
 def _lm_config_module():
@@ -76,6 +83,8 @@ def resampler_model(**overrides) -> ml_collections.ConfigDict:
   r.activation = "squared_relu"
   # Learned time embeddings: the most frames per media item (video); 0 disables them.
   r.max_frames = 2
+  # Std of their initialisation (open_flamingo's torch.randn: 1.0; the video presets use it).
+  r.time_embed_init_std = 0.02
   # LayerNorm epsilon.
   r.norm_eps = 1e-5
   # Scan over layers and the remat policy name; compute ('auto': bf16 on GPU/TPU, fp32 on CPU)
@@ -165,6 +174,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   # 'decoder_only' (spliced into the input sequence after each <image> token; the connector's
   # width must equal lm.width and each image costs the LM its n visual positions).
   m.fusion = "xattn"
+  video = arg.startswith("video_")
+  arg = arg.removeprefix("video_")
   llava = arg.startswith("llava_")
   if llava:
     # LLaVA-1.5 recipe on the tiny / micro towers: MLP projector, decoder-only.
@@ -231,6 +242,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   if llava:
     # The LM trains with the projector (LLaVA's stage 2; no pretrained LM at this size anyway).
     m.freeze_lm = False
+  if video:
+    return with_video_trainer(common.root(m), arg)
   return with_trainer(common.root(m), arg)
 
 
@@ -260,4 +273,41 @@ def with_trainer(config: ml_collections.ConfigDict, arg: str) -> ml_collections.
   config.evals.samples = ml_collections.ConfigDict(dict(
       type="captions", every_steps=every, split="heldout", num_examples=4, max_new_tokens=24,
       answers=True))
+  return config
+
+
+# Frames (T) the video presets feed the model, and frames (S) their stored clips have.
+VIDEO_FRAMES = {"tiny": (4, 8), "micro": (2, 4)}
+
+
+def with_video_trainer(config: ml_collections.ConfigDict, arg: str) -> ml_collections.ConfigDict:
+  """Trainer sections for video: a mixture of shapes_video captions and motion questions, each
+  row [BOS] <image> caption-or-Q/A <|endofchunk|> [EOS] with one clip of T frames taken from S
+  (TSN-style 'random' sampling in training, segment centres in evaluation). The vision tower is
+  frozen, as in the paper; give it trained weights with init_from (see the module docstring).
+  Each frame goes through the ViT alone; the resampler adds a learned time embedding per frame
+  (max_frames = T) before it pools all T x patches tokens into the visual tokens."""
+  if arg not in VIDEO_FRAMES:
+    raise ValueError(f"unknown flamingo video preset 'video_{arg}'; choose one of "
+                     f"{tuple('video_' + k for k in VIDEO_FRAMES)}")
+  m = config.model
+  m.freeze_vision = True
+  num_frames, clip_frames = VIDEO_FRAMES[arg]
+  m.resampler.max_frames = num_frames
+  # open_flamingo's scale: frames are told apart from the first step (see the resampler).
+  m.resampler.time_embed_init_std = 1.0
+  data = data_config.default_data_config(
+      datasets=("shapes_video", "shapes_video"), tasks=("video", "video_qa"), weights=(1.0, 1.0),
+      image_size=m.vision.image_size, max_media=1, text_length=48 if arg == "tiny" else 32,
+      num_frames=num_frames, clip_frames=clip_frames, frame_sampling="random",
+      num_train=4096 if arg == "tiny" else 256, num_eval=256 if arg == "tiny" else 32)
+  common.trainer(config, data=data, total_steps={"tiny": 1000, "micro": 30}[arg], batch_size=32,
+                 learning_rate=3e-3, warmup_steps={"tiny": 30, "micro": 5}[arg])
+  every = config.total_steps // 2
+  # Each task's loss on unseen clips, beside the same model with its frames blanked.
+  for task in ("video", "video_qa"):
+    for blank in (False, True):
+      config.evals[f"{task}_validation{'_blank' if blank else ''}"] = ml_collections.ConfigDict(
+          dict(type="loss", every_steps=every, split="validation", datasets=("shapes_video",),
+               task=task, num_batches=4 if arg == "tiny" else 1, blank_images=blank))
   return config

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import ml_collections
 
-from mmjax.data import mixing, preprocess
+from mmjax.data import frames, mixing, preprocess
 
 TASKS = ("caption", "interleaved", "vqa", "lm", "video")
+TASKS += ("video_qa",)  # Video question answering rows (a task, so a mixture can hold both).
 BAD_DATA_POLICIES = ("skip", "raise")
 
 
@@ -19,7 +20,8 @@ def default_data_config(**overrides) -> ml_collections.ConfigDict:
   c.weights = (1.0,)
   # What rows contain: 'caption' (image + text + tokens/loss_mask), 'interleaved'
   # (media/media_mask/tokens/media_locations/loss_mask), 'vqa' (image + question-answer tokens,
-  # loss on the answer), 'lm' (tokens/loss_mask only), 'video' (media of num_frames frames).
+  # loss on the answer), 'lm' (tokens/loss_mask only), 'video' (media of num_frames frames),
+  # 'video_qa' (video rows of question/answer pairs, like video with video_qa=True).
   c.task = "caption"
   # Per-dataset tasks for a mixture of tasks (one per entry of `datasets`, which may repeat a
   # dataset: ("shapes", "shapes") with ("caption", "vqa")); empty: every dataset uses `task`.
@@ -46,6 +48,14 @@ def default_data_config(**overrides) -> ml_collections.ConfigDict:
   c.max_media = 4
   # T: frames per clip of shapes_video (stills use T=1; mixed with video they repeat T times).
   c.num_frames = 8
+  # Frames each stored clip has (the builder renders that many; 0: num_frames). Clips longer than
+  # num_frames are subsampled per frame_sampling, so the model's T and the data's S can differ.
+  c.clip_frames = 0
+  # How T frames are taken from a clip: 'uniform' (segment centres), 'random' (one per segment,
+  # random in training only) or 'stride' (frame_stride apart; random start in training only);
+  # see mmjax/data/frames.py.
+  c.frame_sampling = "uniform"
+  c.frame_stride = 1
   # Seed of shuffling, mixing and augmentation: same seed, same batches.
   c.seed = 0
   # grain multiprocess prefetch: worker processes (0 = decode in the main process) and the
@@ -95,6 +105,12 @@ def dataset_tasks(c: ml_collections.ConfigDict) -> tuple[str, ...]:
   return tuple(c.tasks) if c.tasks else (c.task,) * len(c.datasets)
 
 
+def source_frames(c) -> int:
+  """Frames per stored clip: data.clip_frames, or data.num_frames when it is 0 (or absent, in
+  configs written before the field existed)."""
+  return int(c.get("clip_frames") or c.num_frames)
+
+
 def validate(c: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming the first bad field."""
   if c.task not in TASKS:
@@ -106,7 +122,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     for t in c.tasks:
       if t not in TASKS:
         raise ValueError(f"data.tasks entries must be in {TASKS}, got {t!r}")
-    media_rows = c.as_media or all(t in ("interleaved", "video") for t in c.tasks)
+    media_rows = c.as_media or all(t in ("interleaved", "video", "video_qa") for t in c.tasks)
     if len(set(c.tasks)) > 1 and not media_rows:
       raise ValueError(f"data.tasks {tuple(c.tasks)} mixes tasks whose rows differ; set "
                        "data.as_media=True so every task emits media rows")
@@ -126,6 +142,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
   for field in ("batch_size", "image_size", "text_length", "max_media", "num_frames"):
     if c[field] < 1:
       raise ValueError(f"data.{field} must be >= 1, got {c[field]}")
+  if c.clip_frames < 0:
+    raise ValueError(f"data.clip_frames must be >= 0 (0: data.num_frames), got {c.clip_frames}")
+  frames.check_config(source_frames(c), c.num_frames, c.frame_sampling, c.frame_stride)
   if c.max_examples is not None and c.max_examples < 1:
     raise ValueError(f"data.max_examples must be >= 1 or None, got {c.max_examples}")
   if len(c.mean) != 3 or len(c.std) != 3:

@@ -12,6 +12,7 @@ from typing import Any
 
 import tensorflow_datasets as tfds
 
+from mmjax.data import config as config_lib
 from mmjax.data.builders import common, emoji, fashion_mnist, shapes, shapes_interleaved, \
     shapes_video, text, tuxpaint
 from mmjax.data.builders import coco_captions, image_folder, interleaved_jsonl
@@ -104,7 +105,7 @@ def source_kwargs(data_config: Any) -> dict[str, Any]:
   """The data-config fields that locate and size a dataset (for `load_source` / `prepare`)."""
   return dict(data_dir=data_config.data_dir, manual_dir=data_config.manual_dir,
               image_size=data_config.image_size, num_train=data_config.num_train,
-              num_eval=data_config.num_eval, num_frames=data_config.num_frames,
+              num_eval=data_config.num_eval, num_frames=config_lib.source_frames(data_config),
               kind=data_config.interleaved_kind, shots=data_config.shots,
               # .get: config.json files of runs from before the field existed lack it.
               max_examples=data_config.get("max_examples"))

@@ -42,7 +42,7 @@ def _tag(index: int, record: Any) -> tuple[int, Any]:
 
 def _frames_per_media(config) -> int:
   for name, task in zip(config.datasets, config_lib.dataset_tasks(config)):
-    if task == "video" or (task == "interleaved" and name == "shapes_video"):
+    if task in ("video", "video_qa") or (task == "interleaved" and name == "shapes_video"):
       return int(config.num_frames)
   return 1
 

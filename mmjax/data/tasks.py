@@ -11,6 +11,8 @@ Supported (dataset, task) pairs are in `SUPPORTED`; text formats:
                (loss on everything after BOS)
   interleaved  [BOS] preamble (<image> chunk <|endofchunk|>)* [EOS]   (see packing.py)
   video        [BOS] <image> caption-or-Q/A <|endofchunk|> [EOS]
+  video_qa     [BOS] <image> Question: q Answer: | a <|endofchunk|> [EOS]  (video with Q/A)
+Video rows take data.num_frames frames of each stored clip per data.frame_sampling (frames.py).
 With `as_media`, caption/vqa rows use the interleaved form with one image.
 """
 
@@ -20,6 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from mmjax.data import frames as frames_lib
 from mmjax.data import packing, preprocess
 from mmjax.data import tokenizers as tok_lib
 from mmjax.data.packing import IMAGE, PROMPT, TARGET
@@ -28,7 +31,7 @@ BAD_KEY = "_bad"
 SUPPORTED = {
     "shapes": ("caption", "vqa", "lm", "interleaved"),
     "shapes_interleaved": ("interleaved", "lm"),
-    "shapes_video": ("video", "interleaved", "lm"),
+    "shapes_video": ("video", "interleaved", "lm", "video_qa"),
     # Real offline data: image + captions records, and plain text.
     "emoji": ("caption", "lm"),
     "tuxpaint": ("caption", "lm"),
@@ -108,8 +111,11 @@ class ExampleProcessor:
     check_supported(dataset, task)
     self.dataset, self.dataset_id, self.train = dataset, dataset_id, train
     self.task, self.split = task, config.split
-    self.as_media = config.as_media or task in ("interleaved", "video")
-    self.video_qa = config.video_qa
+    self.as_media = config.as_media or task in ("interleaved", "video", "video_qa")
+    self.video_qa = config.video_qa or task == "video_qa"
+    # .get: run configs written before frame sampling existed lack these fields.
+    self.frame_sampling = config.get("frame_sampling", "uniform")
+    self.frame_stride = int(config.get("frame_stride", 1))
     self.policy = config.on_bad_example
     self.seed = int(config.seed)
     self.size, self.length = int(config.image_size), int(config.text_length)
@@ -319,10 +325,12 @@ class ExampleProcessor:
       caption = captions[self._choose(len(captions), rng)]
       body, texts = [(self._enc(caption), TARGET)], [caption]
     frames = list(r["frames"])
-    if len(frames) != self.frames:
-      raise preprocess.BadExample("frames", f"{len(frames)} frames, data.num_frames is "
-                                  f"{self.frames}")
-    clip = self._images(frames, "frames", texts, rng)
+    try:
+      keep = frames_lib.sample_indices(len(frames), self.frames, self.frame_sampling,
+                                       stride=self.frame_stride, rng=rng)
+    except ValueError as e:
+      raise preprocess.BadExample("frames", f"clip of {len(frames)} frames: {e}") from e
+    clip = self._images([frames[i] for i in keep], "frames", texts, rng)
     segments = ([self._bos(), ([self.image_id], IMAGE)] + body +
                 [([self.eoc_id], TARGET), ([self.tok.eos_id], PROMPT)])
     return self._media_row(segments, [clip])

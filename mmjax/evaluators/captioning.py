@@ -50,7 +50,8 @@ def unigram_caption(captions: Sequence[str]) -> str:
 
 def generate_captions(context: EvalContext, params: Any, images: np.ndarray, prompt: str,
                       max_new_tokens: int, batch_size: int, num_beams: int = 1) -> list[str]:
-  """Captions of a Flamingo-style family continuing `prompt` (with one `<image>`)."""
+  """Captions of a Flamingo-style family continuing `prompt` (with one `<image>`); `images`
+  [N, H, W, 3], or clips [N, T, H, W, 3] (video)."""
   tok = context.tokenizer
   _, eoc_id = common.media_ids(tok)
   stops = (eoc_id, tok.eos_id)
@@ -73,9 +74,10 @@ def generate_captions(context: EvalContext, params: Any, images: np.ndarray, pro
 class CaptioningEvaluator:
   """CIDEr / BLEU-4 on the first `num_examples` images of `split` against all their captions.
 
-  Config: dataset ('shapes'), split, num_examples, prompt ('<image>', the training format),
-  max_new_tokens,
-  num_beams, batch_size, baselines.
+  Config: dataset ('shapes'; 'shapes_video' captions clips of data.num_frames frames), split,
+  num_examples, prompt ('<image>', the training format), max_new_tokens, num_beams, batch_size,
+  baselines, single_frame (video: every clip is its middle frame repeated, the no-motion
+  baseline of the same model).
   """
 
   def __init__(self, name: str, config: Any, context: EvalContext):
@@ -87,7 +89,7 @@ class CaptioningEvaluator:
     dataset = cfg.get("dataset", "shapes")  # Or coco_captions, flickr30k, nocaps, ...
     records = common.load_records(data, cfg.get("split", "validation"),
                                   cfg.get("num_examples", 64), dataset=dataset)
-    imgs = common.images(records, data)
+    imgs = common.visuals(records, data, cfg.get("single_frame", False))
     refs = {i: r["captions"] for i, r in enumerate(records)}
     args = (cfg.get("prompt", "<image>"), cfg.get("max_new_tokens", 24),
             cfg.get("batch_size", 64), cfg.get("num_beams", 1))

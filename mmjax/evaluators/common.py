@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmjax.data import datasets, preprocess
+from mmjax.data import frames as frames_lib
 from mmjax.data import tokenizers as tok_lib
 
 
@@ -36,6 +37,8 @@ def _plain(record: dict) -> dict:
   for key, value in record.items():
     if key == "image":
       out[key] = value
+    elif key == "frames":  # A clip's PNG bytes, one per frame.
+      out[key] = list(value)
     elif key == "answers":
       out[key] = [[text(a) for a in row] for row in value]
     elif isinstance(value, (list, tuple, np.ndarray)) and np.ndim(value) == 1:
@@ -53,6 +56,32 @@ def images(records: Sequence[dict], data_config: Any) -> np.ndarray:
                                    train=False, rng=None, mean=data_config.mean,
                                    std=data_config.std)[0] for r in records]
   return np.stack(out)
+
+
+def clips(records: Sequence[dict], data_config: Any, single_frame: bool = False) -> np.ndarray:
+  """[N, T, H, W, 3] clips of video records (`frames`), T = data.num_frames taken as the eval
+  pipeline does (frame_sampling with no generator); `single_frame`: each clip's middle frame
+  repeated T times (the baseline that sees no motion)."""
+  out = []
+  for r in records:
+    keep = frames_lib.sample_indices(len(r["frames"]), int(data_config.num_frames),
+                                     data_config.get("frame_sampling", "uniform"),
+                                     stride=int(data_config.get("frame_stride", 1)))
+    clip = preprocess.process_images(
+        [preprocess.decode_png(r["frames"][i], "frames") for i in keep], data_config.image_size,
+        train=False, rng=None, mean=data_config.mean, std=data_config.std)
+    out.append(frames_lib.middle_frame_clip(clip) if single_frame else clip)
+  return np.stack(out)
+
+
+def visuals(records: Sequence[dict], data_config: Any, single_frame: bool = False) -> np.ndarray:
+  """What each record shows the model: `clips` [N, T, H, W, 3] for video records (with
+  `frames`), else `images` [N, H, W, 3]; `single_frame` applies to video only."""
+  if records and "frames" in records[0]:
+    return clips(records, data_config, single_frame)
+  if single_frame:
+    raise ValueError("single_frame=True needs video records (a dataset with frames)")
+  return images(records, data_config)
 
 
 def batched(fn: Callable[..., Any], arrays: Sequence[np.ndarray], batch_size: int) -> Any:
@@ -82,8 +111,9 @@ def flamingo_batch(tok: tok_lib.Tokenizer, texts: Sequence[str],
                    max_length: int | None = None) -> dict[str, np.ndarray]:
   """Right-padded prompts `[BOS] text` (texts contain `<image>` markers) with their media.
 
-  media[b] is [M_b, H, W, 3], one image per `<image>` of texts[b]. Returns the batch (media
-  padded to the largest M, one frame each) and `lengths` [B]. The token length is rounded up
+  media[b] is [M_b, H, W, 3] (images) or [M_b, T, H, W, 3] (clips of T frames), one item per
+  `<image>` of texts[b]. Returns the batch (media padded to the largest M; T = 1 for images) and
+  `lengths` [B]. The token length is rounded up
   to `length_multiple` so that jitted callers compile few shapes, but not past `max_length`
   (callers that generate pass lm.max_len - max_new_tokens, the room the KV cache has).
   """
@@ -99,15 +129,17 @@ def flamingo_batch(tok: tok_lib.Tokenizer, texts: Sequence[str],
       raise ValueError(f"prompt of {longest} tokens exceeds the {max_length} that fit")
     length = min(length, max_length)
   max_m = max(max(len(m) for m in media), 1)
-  size = media[0].shape[1:] if len(media[0]) else None
+  media = [m if np.ndim(m) == 5 else np.asarray(m)[:, None] for m in media]
+  if len({m.shape[1:] for m in media}) > 1:
+    raise ValueError(f"media items differ in [T, H, W, 3]: {sorted({m.shape[1:] for m in media})}")
   b = len(texts)
   tokens = np.full((b, length), tok.pad_id, np.int32)
-  out_media = np.zeros((b, max_m, 1) + tuple(size), np.float32)
+  out_media = np.zeros((b, max_m) + tuple(media[0].shape[1:]), np.float32)
   mask = np.zeros((b, max_m), bool)
   for i, (row, m) in enumerate(zip(ids, media)):
     tokens[i, :len(row)] = row
     if len(m):
-      out_media[i, :len(m), 0] = m
+      out_media[i, :len(m)] = m
       mask[i, :len(m)] = True
   return {"tokens": tokens, "media": out_media, "media_mask": mask,
           "media_locations": tokens == image_id,

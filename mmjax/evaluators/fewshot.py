@@ -53,7 +53,10 @@ def random_demos(num_queries: int, pool_size: int, shots: int, seed: int) -> np.
 class FewShotEvaluator:
   """Config: task ('captioning' / 'vqa'), shots ((0, 4, 8, 16, 32)), seeds ((0, 1, 2)),
   selection ('random' / 'rices'), split, num_examples, pool_size, max_new_tokens, batch_size,
-  demo / query (prompt formats with {caption} or {question}/{answer}; default: the papers')."""
+  demo / query (prompt formats with {caption} or {question}/{answer}; default: the papers'),
+  dataset ('shapes'; 'shapes_video': queries and demonstrations are clips of data.num_frames
+  frames, selected at random), single_frame (video: every clip, demos too, is its middle frame
+  repeated)."""
 
   def __init__(self, name: str, config: Any, context: EvalContext):
     self.name, self.config, self.context = name, config, context
@@ -62,6 +65,10 @@ class FewShotEvaluator:
       raise ValueError(f"evals.{name}.task must be 'captioning' or 'vqa', got {config.task!r}")
     if config.get("selection", "random") not in ("random", "rices"):
       raise ValueError(f"evals.{name}.selection must be 'random' or 'rices'")
+    if config.get("selection", "random") == "rices" and \
+        config.get("dataset", "shapes") == "shapes_video":
+      raise ValueError(f"evals.{name}: selection='rices' ranks single images; use 'random' "
+                       "for dataset 'shapes_video'")
 
   def _examples(self, records: Sequence[dict], seed: int) -> list[dict]:
     """One (caption) or one question per record, chosen per seed."""
@@ -94,10 +101,12 @@ class FewShotEvaluator:
     family = self.context.family
     _, eoc_id = common.media_ids(tok)
     stops = (eoc_id, tok.eos_id)
+    dataset, single = cfg.get("dataset", "shapes"), cfg.get("single_frame", False)
     records = common.load_records(data, cfg.get("split", "validation"),
-                                  cfg.get("num_examples", 32))
-    pool = common.load_records(data, "train", cfg.get("pool_size", 256))
-    q_imgs, p_imgs = common.images(records, data), common.images(pool, data)
+                                  cfg.get("num_examples", 32), dataset=dataset)
+    pool = common.load_records(data, "train", cfg.get("pool_size", 256), dataset=dataset)
+    q_imgs = common.visuals(records, data, single)
+    p_imgs = common.visuals(pool, data, single)
     if cfg.get("selection", "random") == "rices":
       q_feat = emb_lib.image_features(family, params, q_imgs)
       p_feat = emb_lib.image_features(family, params, p_imgs)

@@ -8,6 +8,7 @@ from typing import Any
 import ml_collections
 
 SUITES = ("shapes",)
+SUITES += ("shapes_video",)  # Flamingo on clips: video_suite.
 
 # The shapes tasks' own training formats (mmjax/data/tasks.py), so in-context demonstrations look
 # like what the model saw; the papers' "Output:" / "Short answer:" forms are fewshot's defaults.
@@ -60,8 +61,39 @@ def shapes_suite(family: str, size: str = "full") -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(evals)
 
 
+def video_suite(family: str, size: str = "full") -> ml_collections.ConfigDict:
+  """Flamingo on shapes_video clips (data.num_frames frames each): captioning CIDEr and VQA
+  accuracy per question type, zero- and few-shot (demonstrations are clips), each beside the
+  same model shown every clip's middle frame repeated (`single_frame`: motion questions need
+  several frames) and the blank-clip / prior baselines."""
+  if family != "flamingo":
+    raise ValueError(f"no shapes_video suite for family {family!r} (flamingo only)")
+  small = size == "small"
+  video = dict(dataset="shapes_video")
+  evals: dict[str, dict[str, Any]] = {}
+  for single in (False, True):
+    tag = "_single_frame" if single else ""
+    evals[f"captioning{tag}"] = dict(type="captioning", num_examples=4 if small else 64,
+                                     baselines=not single, single_frame=single,
+                                     max_new_tokens=8 if small else 40, **video)
+    evals[f"vqa{tag}"] = dict(type="vqa", num_examples=4 if small else 64,
+                              baselines=not single, single_frame=single, **video)
+    evals[f"fewshot_vqa{tag}"] = dict(
+        type="fewshot", task="vqa", shots=(0, 2) if small else (0, 4), seeds=(0,) if small
+        else (0, 1), num_examples=4 if small else 32, pool_size=8 if small else 64,
+        single_frame=single, **video, **SHAPES_FORMATS["vqa"])
+  evals["fewshot_captioning"] = dict(
+      type="fewshot", task="captioning", shots=(0, 2) if small else (0, 4),
+      seeds=(0,) if small else (0, 1), num_examples=4 if small else 32,
+      pool_size=8 if small else 64, max_new_tokens=8 if small else 40, **video,
+      **SHAPES_FORMATS["captioning"])
+  return ml_collections.ConfigDict(evals)
+
+
 def get_suite(name: str, family: str, size: str = "full") -> ml_collections.ConfigDict:
   """Suite `name` for `family`."""
+  if name == "shapes_video":
+    return video_suite(family, size)
   if name != "shapes":
     raise ValueError(f"unknown evaluation suite {name!r}; known: {SUITES}")
   return shapes_suite(family, size)

@@ -92,12 +92,25 @@ def most_frequent_answer(records: Sequence[dict]) -> str:
   return counts.most_common(1)[0][0]
 
 
+def per_type_accuracy(name: str, preds: Sequence[str], answers: Sequence[Sequence[str]],
+                      kinds: Sequence[str | None]) -> dict[str, float]:
+  """{name}/accuracy_<type> and {name}/num_<type> per question type (none when untyped): a
+  motion question needing several frames shows up as its own row."""
+  out = {}
+  for kind in sorted({k for k in kinds if k is not None}):
+    picked = [vqa_accuracy(p, a) for p, a, k in zip(preds, answers, kinds) if k == kind]
+    out[f"{name}/accuracy_{kind}"] = float(np.mean(picked))
+    out[f"{name}/num_{kind}"] = len(picked)
+  return out
+
+
 # ---- The evaluator ------------------------------------------------------------------------------
 
 def answer_questions(context: EvalContext, params: Any, images: np.ndarray,
                      questions: Sequence[str], prompt: str, max_new_tokens: int,
                      batch_size: int) -> list[str]:
-  """Greedy answers of a Flamingo-style family to `prompt.format(question=q)` about images."""
+  """Greedy answers of a Flamingo-style family to `prompt.format(question=q)` about images
+  [N, H, W, 3] or clips [N, T, H, W, 3]."""
   tok = context.tokenizer
   _, eoc_id = common.media_ids(tok)
   out = []
@@ -116,9 +129,11 @@ def answer_questions(context: EvalContext, params: Any, images: np.ndarray,
 class VQAEvaluator:
   """VQAv2 accuracy of greedy answers on `split` (every question of the first `num_examples`).
 
-  Config: dataset ('shapes'), split, num_examples, prompt
-  ('<image>Question: {question} Answer:'), max_new_tokens,
-  batch_size, baselines (True: most-frequent answer and blank-image model).
+  Config: dataset ('shapes'; 'shapes_video' asks about clips of data.num_frames frames), split,
+  num_examples, prompt ('<image>Question: {question} Answer:'), max_new_tokens, batch_size,
+  baselines (True: most-frequent answer and blank-image model), single_frame (video: every clip
+  is its middle frame repeated). Records with `question_types` also get accuracy_<type> (and
+  num_<type>) per type, e.g. direction / order for video.
   """
 
   def __init__(self, name: str, config: Any, context: EvalContext):
@@ -131,9 +146,10 @@ class VQAEvaluator:
     dataset = cfg.get("dataset", "shapes")
     records = common.load_records(data, cfg.get("split", "validation"),
                                   cfg.get("num_examples", 64), dataset=dataset)
-    imgs = common.images(records, data)
+    imgs = common.visuals(records, data, cfg.get("single_frame", False))
     rows = [(i, q, answers) for i, r in enumerate(records)
             for q, answers in zip(r["questions"], r["answers"])]
+    kinds = [k for r in records for k in r.get("question_types", [None] * len(r["questions"]))]
     idx = np.array([i for i, _, _ in rows])
     questions = [q for _, q, _ in rows]
     prompt = cfg.get("prompt", "<image>Question: {question} Answer:")
@@ -142,6 +158,7 @@ class VQAEvaluator:
     acc = lambda ps: float(np.mean([vqa_accuracy(p, a) for p, (_, _, a) in zip(ps, rows)]))
     results = {f"{self.name}/accuracy": acc(preds), f"{self.name}/num_questions": len(rows),
                f"{self.name}/example": f"Q: {questions[0]} -> {preds[0]!r}"}
+    results.update(per_type_accuracy(self.name, preds, [a for _, _, a in rows], kinds))
     if cfg.get("baselines", False):
       train = common.load_records(data, "train", cfg.get("num_train_records", 512),
                                   dataset=dataset)

@@ -90,6 +90,9 @@ class PerceiverResampler(nn.Module):
     activation: FFW activation (paper: Squared ReLU; open_flamingo: GELU).
     max_frames: number of learned time embeddings (the most frames T a media item may have);
       0 disables them (open_flamingo's default).
+    time_embed_init_std: std of their normal initialisation. open_flamingo's frame_embs are
+      torch.randn (1.0), on the scale of the vision tokens, so frames differ from the first step;
+      at 0.02 they are ~2% of a token and a short video fine-tune barely moves them.
     norm_eps: epsilon of the LayerNorms.
     scan / remat: scan over layers, and the remat policy name (layers.REMAT_POLICIES).
     dtype / param_dtype: compute and storage dtypes.
@@ -102,6 +105,7 @@ class PerceiverResampler(nn.Module):
   ff_mult: int = 4
   activation: str = "squared_relu"
   max_frames: int = 1
+  time_embed_init_std: float = 0.02
   norm_eps: float = 1e-5
   scan: bool = True
   remat: str = "none"
@@ -123,7 +127,8 @@ class PerceiverResampler(nn.Module):
         raise ValueError(f"media have {t} frames but the resampler has time embeddings for "
                          f"resampler.max_frames={self.max_frames}")
       time_embed = self.param(
-          "time_embed", layers.with_axes(nn.initializers.normal(0.02), None, P.EMBED),
+          "time_embed", layers.with_axes(nn.initializers.normal(self.time_embed_init_std), None,
+                                         P.EMBED),
           (self.max_frames, self.width), self.param_dtype)
       x = x + time_embed[:t].astype(self.dtype)[:, None, :]
     # Media items are independent: fold them into the batch for rank-4 attention.
