@@ -90,12 +90,12 @@ class AudioLMFamily(flamingo.FlamingoFamily):
     self.fusion = config.fusion
     if self.fusion not in flamingo.FUSIONS:
       raise ValueError(f"unknown model.fusion {self.fusion!r}; choose one of {flamingo.FUSIONS}")
-    if self.connector_kind not in config:
-      raise ValueError(f"model.connector={self.connector_kind!r} needs the config section "
-                       f"model.{self.connector_kind}")
     if self.connector_kind in ("avgpool", "qwen_xattn"):
       raise ValueError(f"model.connector={self.connector_kind!r} assumes a square patch grid; "
                        "audio tokens are a 1-D sequence (use resampler, mlp or qformer)")
+    if self.connector_kind not in config:
+      raise ValueError(f"model.connector={self.connector_kind!r} needs the config section "
+                       f"model.{self.connector_kind}")
     self.connector_config = config[self.connector_kind]
     if self.fusion == "xattn":
       self.xattn_config = lm_lib.config_from_dict(xattn_lib.XAttnConfig, config.xattn, "xattn")

@@ -219,12 +219,12 @@ def test_audio_lm_frozen_encoder_gets_exactly_zero_gradient(audio_lm):
   assert float(jnp.abs(grads["resampler"]["latents"]).max()) > 0
   mask = traverse_util.flatten_dict(frozen.trainable_mask(params), sep="/")
   assert not any(v for k, v in mask.items() if k.startswith("audio/"))
-  assert all(v for k, v in mask.items() if k.startswith("resampler/") or "gate" in k)
+  assert all(v for k, v in mask.items() if k.startswith(("resampler/", "lm/groups/gated/")))
+  assert not any(v for k, v in mask.items() if k.startswith("lm/groups/block_"))
 
 
 def test_audio_lm_rejects_grid_connectors():
   config = config_lib.load_config("configs/audio_lm.py:micro").model
   config.connector = "avgpool"
-  config.avgpool = dict(num_tokens=4, width=32)
   with pytest.raises(ValueError, match="square patch grid"):
     models.build(config)
