@@ -207,9 +207,7 @@ def test_audio_lm_tree_and_media_mask(audio_lm):
 
 
 def test_audio_lm_frozen_encoder_gets_exactly_zero_gradient(audio_lm):
-  family, params, batch = audio_lm
-  grads = jax.grad(lambda p: family.loss(p, batch)[0])(params)
-  assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(grads["audio"])) is False
+  _, params, batch = audio_lm  # (unfrozen, the audio changes the logits: the test above)
   config = config_lib.load_config("configs/audio_lm.py:micro",
                                   ["model.freeze_audio=True", "model.freeze_lm=True"]).model
   frozen = models.build(config)
