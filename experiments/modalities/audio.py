@@ -44,11 +44,14 @@ RESULTS = os.path.join(REPO, "experiments", "results", "modalities")
 SPLITS = ("validation", "heldout")
 
 
-def train_stage(spec: str, workdir: str, overrides: list[str]) -> tuple[float, object]:
-  """Trains `spec` in `workdir` (resuming); (seconds taken, the run's config)."""
+def train_stage(spec: str, workdir: str, overrides: list[str], num_devices: int = 0
+                ) -> tuple[float, object]:
+  """Trains `spec` in `workdir` (resuming) on the first `num_devices` devices (0: all);
+  (seconds taken, the run's config)."""
   start = time.time()
   config = config_lib.load_config(spec, overrides)
-  train.train_and_evaluate(config, workdir)
+  train.train_and_evaluate(config, workdir,
+                           devices=jax.devices()[:num_devices] if num_devices else None)
   return time.time() - start, config
 
 
@@ -197,6 +200,8 @@ def main(argv=None) -> dict:
                       help="training steps of each stage (default: the presets')")
   parser.add_argument("--preset", default="tiny", choices=("tiny", "micro"))
   parser.add_argument("--num_eval", type=int, default=256, help="clips per evaluation split")
+  parser.add_argument("--num_devices", type=int, default=0,
+                      help="train on the first N devices (0: all; the smoke test uses 1)")
   parser.add_argument("--output", default=RESULTS)
   parser.add_argument("--from_json", action="store_true",
                       help="only rewrite the markdown from OUTPUT/audio.json")
@@ -215,9 +220,10 @@ def main(argv=None) -> dict:
   common = [] if args.steps is None else [f"total_steps={args.steps}",
                                           f"optim.warmup_steps={min(30, args.steps // 10)}"]
   common.append(f"data.num_eval={max(args.num_eval, 16)}")
-  clap_s, clap_cfg = train_stage(f"configs/clap.py:{args.preset}", clap_dir, common)
+  clap_s, clap_cfg = train_stage(f"configs/clap.py:{args.preset}", clap_dir, common,
+                                 args.num_devices)
   lm_s, lm_cfg = train_stage(f"configs/audio_lm.py:{args.preset}", lm_dir, common + [
-      f"init_from=('audio={clap_dir}:audio',)", "model.freeze_audio=True"])
+      f"init_from=('audio={clap_dir}:audio',)", "model.freeze_audio=True"], args.num_devices)
   results = {"clap": clap_results(clap_dir, args.num_eval),
              "audio_lm": caption_results(lm_dir, args.num_eval)}
   saved = {"component": NAME, "command": command, "wall_s": time.time() - start,

@@ -16,7 +16,7 @@ def test_audio_experiment_smoke(tmp_path, monkeypatch):
   monkeypatch.setenv("MMJAX_DATA_DIR", str(tmp_path / "data"))
   out = tmp_path / "out"
   saved = audio.main(["--workdir", str(tmp_path / "runs"), "--steps", "2", "--preset", "micro",
-                      "--num_eval", "16", "--output", str(out)])
+                      "--num_eval", "16", "--num_devices", "1", "--output", str(out)])
   on_disk = json.loads((out / "audio.json").read_text())
   assert on_disk["component"] == saved["component"] == "audio"
   assert on_disk["steps"] == {"clap": 2, "audio_lm": 2}

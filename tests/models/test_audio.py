@@ -149,7 +149,7 @@ def clap():
                                 jnp.float32),
            "text": jnp.asarray(np.random.default_rng(1).integers(4, 500, size=(4, 24)),
                                jnp.int32)}
-  params = meta.unbox(family.init(jax.random.key(0), batch)["params"])
+  params = meta.unbox(jax.jit(family.init)(jax.random.key(0), batch)["params"])
   return family, params, batch
 
 
@@ -186,7 +186,7 @@ def audio_lm():
            "tokens": jnp.asarray(tokens), "media_locations": jnp.asarray(tokens == 512),
            "loss_mask": jnp.asarray((np.arange(8) >= 2) & (np.arange(8) <= 5), jnp.float32)[None]
            .repeat(2, 0)}
-  params = meta.unbox(family.init(jax.random.key(0), batch)["params"])
+  params = meta.unbox(jax.jit(family.init)(jax.random.key(0), batch)["params"])
   # Open the zero-initialised tanh gates so the audio reaches the LM.
   flat = traverse_util.flatten_dict(params, sep="/")
   flat = {k: (jnp.full_like(v, 0.5) if k.split("/")[-1] in ("attn_gate", "ff_gate") else v)
