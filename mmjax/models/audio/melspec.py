@@ -8,7 +8,9 @@ Why in the model and not in the data pipeline: the batch then carries the raw si
 like `image` carries pixels), so the front end's parameters travel with the model config and its
 checkpoints (an imported Whisper encoder needs exactly Whisper's front end), and the FFTs run on
 the accelerator with the rest of the step instead of on the input hosts' CPUs. The filter bank is
-a constant built once in numpy. Matches transformers' `WhisperFeatureExtractor` (numpy path) to
+a constant built once in numpy. No JAX audio library is installed here (librosa is numpy,
+torchaudio torch); `jax.scipy.signal.stft` scales by the window sum and pads differently, so the
+framing is written out to follow Whisper's `torch.stft` call line by line. Matches transformers' `WhisperFeatureExtractor` (numpy path) to
 ~1e-5 (tests/models/test_audio.py).
 """
 
