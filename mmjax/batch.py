@@ -6,6 +6,7 @@ model family declares which keys it needs (`ModelFamily.batch_keys`). Shapes use
 
   B  batch            L  text length (tokens)      H, W  image height / width
   M  media per row    T  frames per media item     C = 3 colour channels
+  S  audio samples (16 kHz)
 
 | key              | shape             | dtype   | meaning                                                 |
 |------------------|-------------------|---------|---------------------------------------------------------|
@@ -17,6 +18,7 @@ model family declares which keys it needs (`ModelFamily.batch_keys`). Shapes use
 | media_locations  | [B, L]            | bool    | True at the `<image>` token of each media item, in order of `media` |
 | loss_mask        | [B, L]            | float32 | weight of the next-token loss for predicting tokens[:, t] from positions < t; 0 on padding, prompts and t = 0 |
 | labels           | [B]               | int32   | class index (classification, linear probe)             |
+| audio            | [B, S]            | float32 | one mono waveform per row in [-1, 1] at 16 kHz; models compute their log-mel features (models/audio/melspec.py) |
 
 The next-token convention: logits at position t predict `tokens[:, t + 1]`; the loss for target
 position t (t >= 1) is weighted by `loss_mask[:, t]`. `loss_mask[:, 0]` is therefore always ignored.
@@ -37,6 +39,7 @@ TOKENS = "tokens"
 MEDIA_LOCATIONS = "media_locations"
 LOSS_MASK = "loss_mask"
 LABELS = "labels"
+AUDIO = "audio"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +59,7 @@ BATCH_SPEC: Mapping[str, KeySpec] = {
     MEDIA_LOCATIONS: KeySpec("BL", "bool", "<image> token positions"),
     LOSS_MASK: KeySpec("BL", "float32", "next-token loss weight per target"),
     LABELS: KeySpec("B", "int32", "class index"),
+    AUDIO: KeySpec("BS", "float32", "mono waveform at 16 kHz"),
 }
 
 

@@ -17,11 +17,14 @@ from mmjax.data.builders import common, emoji, fashion_mnist, shapes, shapes_int
     shapes_video, text, tuxpaint
 from mmjax.data.builders import coco_captions, image_folder, interleaved_jsonl
 from mmjax.data.builders import multiple_choice, vqa, webdataset
+from mmjax.data.builders import audio_events
 
 BUILDERS = {
     "shapes": shapes.Shapes,
     "shapes_interleaved": shapes_interleaved.ShapesInterleaved,
     "shapes_video": shapes_video.ShapesVideo,
+    # Procedural sound-event clips with captions (2 s at 16 kHz; audio_world.py).
+    "audio_events": audio_events.AudioEvents,
     # Real data from installed Debian/npm packages (scripts/install_offline_data.sh).
     "emoji": emoji.Emoji,
     "tuxpaint": tuxpaint.Tuxpaint,

@@ -12,6 +12,8 @@ Supported (dataset, task) pairs are in `SUPPORTED`; text formats:
   interleaved  [BOS] preamble (<image> chunk <|endofchunk|>)* [EOS]   (see packing.py)
   video        [BOS] <image> caption-or-Q/A <|endofchunk|> [EOS]
   video_qa     [BOS] <image> Question: q Answer: | a <|endofchunk|> [EOS]  (video with Q/A)
+  audio_events caption rows carry `audio` [S] instead of an image; with `as_media` the
+               `<image>` token marks where the clip enters the LM (audio_lm)
 Video rows take data.num_frames frames of each stored clip per data.frame_sampling (frames.py).
 With `as_media`, caption/vqa rows use the interleaved form with one image.
 """
@@ -23,7 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from mmjax.data import frames as frames_lib
-from mmjax.data import packing, preprocess
+from mmjax.data import audio_world, packing, preprocess
 from mmjax.data import tokenizers as tok_lib
 from mmjax.data.packing import IMAGE, PROMPT, TARGET
 
@@ -32,6 +34,7 @@ SUPPORTED = {
     "shapes": ("caption", "vqa", "lm", "interleaved"),
     "shapes_interleaved": ("interleaved", "lm"),
     "shapes_video": ("video", "interleaved", "lm", "video_qa"),
+    "audio_events": ("caption", "lm"),
     # Real offline data: image + captions records, and plain text.
     "emoji": ("caption", "lm"),
     "tuxpaint": ("caption", "lm"),
@@ -150,6 +153,8 @@ class ExampleProcessor:
       return self._captioned(record, rng)
     if self.dataset == "text":
       return self._lm_row([_text(record["text"], "text")])
+    if self.dataset == "audio_events":
+      return self._audio_events(record, rng)
     return self._video(record, rng)
 
   # ---- helpers ----------------------------------------------------------------------------------
@@ -244,6 +249,29 @@ class ExampleProcessor:
     if self.task == "lm":
       return self._lm_row(captions)
     return self._caption_row(captions, r["image"], rng)
+
+  def _audio_events(self, r: dict, rng) -> dict:
+    """`audio` [S] float32 + caption tokens (and `text` for CLAP); with as_media the one-clip
+    interleaved form [BOS] <image> caption <|endofchunk|> [EOS] (media_mask [1]) for audio_lm."""
+    captions = _texts(r["captions"], "captions")
+    if self.task == "lm":
+      return self._lm_row(captions)
+    pcm = np.asarray(r["audio"])
+    if pcm.ndim != 1 or pcm.dtype != np.int16 or pcm.size == 0:
+      raise preprocess.BadExample("audio", f"expected int16 PCM [S], got {pcm.dtype} "
+                                  f"{pcm.shape}")
+    audio = audio_world.from_pcm16(pcm)
+    caption = captions[self._choose(len(captions), rng)]
+    if self.as_media:
+      segments = [self._bos(), ([self.image_id], IMAGE), (self._enc(caption), TARGET),
+                  ([self.eoc_id], TARGET), ([self.tok.eos_id], PROMPT)]
+      tokens, loss, locs, kept = packing.assemble(segments, self.length, self.tok.pad_id)
+      return {"audio": audio, "media_mask": np.array([kept > 0]), "tokens": tokens,
+              "media_locations": locs, "loss_mask": loss}
+    segments = [self._bos(), (self._enc(caption), TARGET), ([self.tok.eos_id], TARGET)]
+    tokens, loss, _, _ = packing.assemble(segments, self.length, self.tok.pad_id)
+    return {"audio": audio, "tokens": tokens, "loss_mask": loss,
+            "text": self.tok.pad_ids([caption], self.length)[0]}
 
   def _class_record(self, r: dict, rng) -> dict:
     caption = CLASS_CAPTION.format(_text(r["class_name"], "class_name"))

@@ -10,6 +10,7 @@
   mmjax/data/assets/bpe_simple_vocab_16e6.txt.gz (MIT).
 - `text_sp`: sentencepiece unigram (8000 pieces) trained on the `text` dataset (WordNet glosses
   and Austen, installed by scripts/install_offline_data.sh); trained on first use and cached.
+- `audio_sp`: shapes_sp's recipe on `audio_events` captions (audio models' tokenizer).
 - `bert_wordpiece`: lower-cased BERT WordPiece (= BertTokenizerFast) over `vocab_file=`;
   by default a vocab trained on `shapes` and cached.
 
@@ -411,8 +412,41 @@ def text_sp(data_dir: str | None = None, vocab_size: int = 8000, limit: int | No
   return SentencePieceTokenizer("text_sp", path)
 
 
+# ---- Trained on audio_events captions ---------------------------------------------------------
+
+def audio_corpus(num_examples: int = 2000, seed: int = 0) -> list[str]:
+  """Every caption of the first `num_examples` `audio_events` training clips (regenerated from
+  their seeds without synthesising audio)."""
+  # pylint: disable-next=import-outside-toplevel
+  from mmjax.data.builders import audio_events, common
+  config = common.make_config(seed=seed)
+  return [c for i in range(num_examples)
+          for c in audio_events.generate_example(config, "train", i, render=False)["captions"]]
+
+
+def audio_sp(data_dir: str | None = None, vocab_size: int = 512, seed: int = 0
+             ) -> SentencePieceTokenizer:
+  """shapes_sp's recipe (BPE, byte fallback, deterministic) on audio_events captions, whose
+  ~25 words shapes_sp would spell out byte by byte; trained on first use and cached."""
+  from mmjax.data import datasets  # pylint: disable=import-outside-toplevel
+  path = os.path.join(datasets.resolve_data_dir(data_dir), "tokenizers",
+                      f"audio_sp_v{vocab_size}_s{seed}.model")
+  if not os.path.exists(path):
+    import io  # pylint: disable=import-outside-toplevel
+    import sentencepiece as spm  # pylint: disable=import-outside-toplevel
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(audio_corpus(seed=seed)), model_writer=model,
+        vocab_size=vocab_size, model_type="bpe", character_coverage=1.0, byte_fallback=True,
+        pad_id=0, hard_vocab_limit=False, unk_id=1, bos_id=2, eos_id=3, num_threads=1,
+        input_sentence_size=0, shuffle_input_sentence=False, minloglevel=2)
+    _atomic_write(path, model.getvalue())
+  return SentencePieceTokenizer("audio_sp", path, reserve_vocab_size=vocab_size)
+
+
 _REGISTRY: dict[str, Callable[..., Tokenizer]] = {
     "shapes_sp": shapes_sp,
+    "audio_sp": audio_sp,
     "text_sp": text_sp,
     "gpt2": gpt2,
     "clip": clip,

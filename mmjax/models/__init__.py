@@ -1,5 +1,7 @@
 """Model families; importing this package registers each of them by name."""
 
+from mmjax.models import audio_lm  # noqa: F401  registers 'audio_lm'
+from mmjax.models import clap  # noqa: F401  registers 'clap'
 from mmjax.models import coca  # noqa: F401  registers 'coca'
 from mmjax.models import flamingo  # noqa: F401  registers 'flamingo'
 from mmjax.models import lm  # noqa: F401  registers 'lm'
