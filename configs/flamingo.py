@@ -13,7 +13,9 @@ LM ('resampler' | 'mlp' | 'avgpool' | 'qwen_xattn' | 'qformer', each configured 
         --config.model.fusion=decoder_only --workdir /tmp/llava_micro
 
 Presets llava_tiny / llava_micro are tiny / micro with the LLaVA-1.5 recipe (MLP projector,
-decoder-only). Presets: tiny / micro (seconds on CPU); 3b and 9b with the paper's Table 5 sizes for the
+decoder-only). Presets instruct_tiny / instruct_micro are tiny / micro instruction-tuned on
+shapes_instruct conversations (ChatML, loss on assistant turns, packed rows; see with_instruct).
+Presets: tiny / micro (seconds on CPU); 3b and 9b with the paper's Table 5 sizes for the
 resampler (6 layers, width 1536, 16 heads x 128, 64 latents, FFW x4, Squared ReLU) and the gated
 blocks (16 heads x 128, FFW x4; before every LM layer for 3B, every 4th for 9B). The paper's
 NFNet-F6 is replaced by open_flamingo's ViT-L/14 (its 1024-d tokens are projected to the
@@ -28,7 +30,8 @@ import ml_collections
 import common
 from mmjax.data import config as data_config
 
-PRESETS = ("tiny", "micro", "3b", "9b", "llava_tiny", "llava_micro")
+PRESETS = ("tiny", "micro", "3b", "9b", "llava_tiny", "llava_micro", "instruct_tiny",
+           "instruct_micro")
 
 
 def _lm_config_module():
@@ -159,6 +162,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   # width must equal lm.width and each image costs the LM its n visual positions).
   m.fusion = "xattn"
   llava = arg.startswith("llava_")
+  instruct = arg.startswith("instruct_")
+  arg = arg.removeprefix("instruct_")
   if llava:
     # LLaVA-1.5 recipe on the tiny / micro towers: MLP projector, decoder-only.
     arg = arg.removeprefix("llava_")
@@ -224,6 +229,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   if llava:
     # The LM trains with the projector (LLaVA's stage 2; no pretrained LM at this size anyway).
     m.freeze_lm = False
+  if instruct:
+    return with_instruct(common.root(m), arg)
   return with_trainer(common.root(m), arg)
 
 
@@ -253,4 +260,40 @@ def with_trainer(config: ml_collections.ConfigDict, arg: str) -> ml_collections.
   config.evals.samples = ml_collections.ConfigDict(dict(
       type="captions", every_steps=every, split="heldout", num_examples=4, max_new_tokens=24,
       answers=True))
+  return config
+
+
+def with_instruct(config: ml_collections.ConfigDict, arg: str) -> ml_collections.ConfigDict:
+  """Instruction tuning on shapes_instruct: multi-turn ChatML conversations, loss on assistant
+  turns only, several conversations packed per row (mmjax/data/conversation.py, packing.py).
+
+  Fusion stays Flamingo's gated cross-attention: packed rows hold one image per conversation,
+  and with the paper's immediate-media masking each conversation's text after its `<image>`
+  attends to its own image only, while the LM's sequence stays `text_length` however many images
+  a row packs (decoder-only fusion would add the visual tokens of every packed image; it works
+  too: --config.model.connector=mlp --config.model.fusion=decoder_only). The LM has no segment
+  ids, so self-attention crosses conversation boundaries; only the loss is masked."""
+  m = config.model
+  if arg not in ("tiny", "micro"):
+    raise ValueError(f"unknown flamingo preset 'instruct_{arg}'; choose one of {PRESETS}")
+  # ChatML's <|im_start|> / <|im_end|> join <image> and <|endofchunk|> as new tokens (512-515).
+  m.lm.num_new_tokens = 4
+  m.qformer.bert.vocab_size = m.lm.vocab_size + m.lm.num_new_tokens
+  # A shapes conversation is ~105 tokens (median; 5-95%: 52-163) in shapes_sp, its
+  # chain-of-thought form ~277 (143-419): tiny packs up to 3 plain ones into 256 tokens.
+  length, pack = (256, 3) if arg == "tiny" else (128, 2)
+  m.lm.max_len = length
+  data = data_config.default_data_config(
+      datasets=("shapes_instruct",), task="chat", image_size=m.vision.image_size,
+      max_media=pack, pack_conversations=pack, text_length=length,
+      num_train=4096 if arg == "tiny" else 512)
+  common.trainer(config, data=data, total_steps={"tiny": 1000, "micro": 30}[arg],
+                 batch_size=32, learning_rate=3e-3, warmup_steps={"tiny": 30, "micro": 5}[arg])
+  every = config.total_steps // 2
+  # Loss on the assistant turns of unseen scenes and of unseen colour-shape pairs, beside the
+  # same model with its images blanked: the gap is what the image is worth.
+  for split in ("validation", "heldout"):
+    for blank in (False, True):
+      config.evals[f"chat_{split}{'_blank' if blank else ''}"] = ml_collections.ConfigDict(
+          dict(type="loss", every_steps=every, split=split, num_batches=4, blank_images=blank))
   return config
