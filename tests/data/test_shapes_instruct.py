@@ -197,3 +197,15 @@ def test_pipeline_packs_groups_of_records(records, make_config, tok):
                                                            (1, records[1])])["tokens"])
   bos = (batch["tokens"] == tok.bos_id).sum(axis=1)
   assert (bos >= 1).all() and (bos <= 2).all() and (bos == batch["media_mask"].sum(1)).all()
+
+
+def test_lm_task_reads_the_conversation_text(records, make_config, tok):
+  proc = tasks.ExampleProcessor("shapes_instruct", 0, make_config(
+      task="lm", datasets=("shapes_instruct",), text_length=512), tok, train=False,
+                                frames_per_media=1)
+  r = records[0]
+  row = proc(0, (0, r))
+  text = " ".join(c.replace(tok_lib.IMAGE_TOKEN, "").strip() for c in r["contents"])
+  n = len(tok.encode(text)) + 2
+  assert row["tokens"][:n].tolist() == [tok.bos_id] + tok.encode(text) + [tok.eos_id]
+  assert row["loss_mask"][1:n].all() and not row["loss_mask"][n:].any()
