@@ -39,7 +39,7 @@ import numpy as np
 
 IMAGE_TOKEN = "<image>"
 END_OF_CHUNK_TOKEN = "<|endofchunk|>"
-# ChatML's turn delimiters (SmolLM2-Instruct's chat template): `<|im_start|>role\n ... <|im_end|>\n`.
+# ChatML's turn delimiters (SmolLM2-Instruct's template): `<|im_start|>role\n ... <|im_end|>\n`.
 IM_START_TOKEN = "<|im_start|>"
 IM_END_TOKEN = "<|im_end|>"
 ASSETS = os.path.join(os.path.dirname(__file__), "assets")

@@ -54,7 +54,8 @@ def smollm2():
   metadata = {name: field.contents() for name, field in reader.fields.items()
               if not name.startswith("GGUF.")}
   tok = G.tokenizer(metadata)
-  ref = transformers.PreTrainedTokenizerFast(tokenizer_object=tok._tok)  # pylint: disable=protected-access
+  rust = tok._tok  # pylint: disable=protected-access
+  ref = transformers.PreTrainedTokenizerFast(tokenizer_object=rust)
   return dict(template=G.chat_template(metadata), tok=tok, ref=ref)
 
 

@@ -209,3 +209,20 @@ def test_lm_task_reads_the_conversation_text(records, make_config, tok):
   n = len(tok.encode(text)) + 2
   assert row["tokens"][:n].tolist() == [tok.bos_id] + tok.encode(text) + [tok.eos_id]
   assert row["loss_mask"][1:n].all() and not row["loss_mask"][n:].any()
+
+
+def test_bad_conversations_are_skipped_or_named(records, make_config, tok):
+  r = dict(records[0])
+  r["images"] = list(r["images"]) * 2  # Two images for one <image> marker.
+  config = make_config(task="chat", datasets=("shapes_instruct",), text_length=256)
+  assert "2 images for 1 <image> markers" in _processor(config, tok)(0, (7, r))[tasks.BAD_KEY]
+  strict = _processor(make_config(task="chat", datasets=("shapes_instruct",), text_length=256,
+                                  on_bad_example="raise"), tok)
+  r = dict(records[0], roles=["assistant"] + list(records[0]["roles"][1:]))
+  named = r"field .roles.: shapes_instruct/train record 7: .*turn 0"
+  with pytest.raises(ValueError, match=named):
+    strict(0, (7, r))
+  with pytest.raises(ValueError, match="data.pack_conversations must be >= 1"):
+    make_config(task="chat", pack_conversations=0)
+  with pytest.raises(ValueError, match="data.chat_template must be one of"):
+    make_config(task="chat", chat_template="llama3")
