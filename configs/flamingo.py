@@ -296,4 +296,8 @@ def with_instruct(config: ml_collections.ConfigDict, arg: str) -> ml_collections
     for blank in (False, True):
       config.evals[f"chat_{split}{'_blank' if blank else ''}"] = ml_collections.ConfigDict(
           dict(type="loss", every_steps=every, split=split, num_batches=4, blank_images=blank))
+  # Exact-match accuracy of greedy replies in context, per question kind, and with blank images
+  # (raise max_new_tokens to ~160 with data.chain_of_thought: replies are rationales).
+  config.evals.chat = ml_collections.ConfigDict(dict(
+      type="chat", every_steps=every, split="validation", num_examples=32, max_new_tokens=24))
   return config

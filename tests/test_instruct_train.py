@@ -1,5 +1,5 @@
 """configs/flamingo.py:instruct_micro trains: packed ChatML conversations of shapes_instruct
-(prepared through its tfds builder) through the one trainer."""
+(prepared through its tfds builder) through the one trainer, then the chat evaluator."""
 
 import numpy as np
 import pytest
@@ -22,8 +22,13 @@ def test_instruct_micro_trains_a_step(data_dir, tmp_path):
   config.log.every_steps, config.log.tensorboard = 1, False
   config.checkpoint.async_save = False
   with config.unlocked():
-    config.evals = {}
-  train.train_and_evaluate(config, str(tmp_path))
+    config.evals = {"chat": dict(type="chat", every_steps=1, num_examples=2, max_new_tokens=2,
+                                 batch_size=8)}
+  out = train.train_and_evaluate(config, str(tmp_path))
   rows = [r for r in metric_writers.read_metrics(str(tmp_path)) if "loss" in r]
   # One step from a random init over 516 ids: the assistant tokens' loss is near log(516) = 6.25.
   assert len(rows) == 1 and 4.0 < rows[0]["loss"] < 8.0
+  # The chat evaluator replied to every assistant turn of 2 validation conversations (2-4 each).
+  assert 4 <= out["chat/num_turns"] <= 8
+  for key in ("chat/accuracy", "chat/baseline_no_image"):
+    assert 0.0 <= out[key] <= 1.0

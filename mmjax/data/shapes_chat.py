@@ -241,10 +241,11 @@ def conversation(scene: world.Scene, rng: np.random.Generator) -> dict[str, list
 
   Returns parallel per-turn lists: `roles`, `contents` (plain answers), `cot_contents` (user
   turns ask to think step by step, assistant turns are rationales), `kinds` (the exchange kind,
-  'system' for a system turn) and `answers` (the plain answer on assistant turns, else '').
+  'system' for a system turn) and `turn_answers` (the plain answer on assistant turns, else
+  '').
   """
   out: dict[str, list[str]] = {k: [] for k in ("roles", "contents", "cot_contents", "kinds",
-                                                "answers")}
+                                                "turn_answers")}
 
   def add(role, content, cot, kind, answer=""):
     for key, value in zip(out, (role, content, cot, kind, answer)):

@@ -83,14 +83,14 @@ def test_answers_are_true_of_the_scene_and_rationales_end_in_them(records):
   for r in records:
     scene = world.Scene.from_json(r["scene"])
     roles = r["roles"]
-    assert len(roles) == len(r["contents"]) == len(r["cot_contents"]) == len(r["answers"])
+    assert len(roles) == len(r["contents"]) == len(r["cot_contents"]) == len(r["turn_answers"])
     turns = C.turns([{"role": a, "content": c} for a, c in zip(roles, r["contents"])])
     assert C.num_images(turns) == 1 and tok_lib.IMAGE_TOKEN in r["contents"][roles.index("user")]
     assert 2 <= roles.count("assistant") <= 4
     for k, role in enumerate(roles):
       if role != "assistant":
         continue
-      plain, cot, answer = r["contents"][k], r["cot_contents"][k], r["answers"][k]
+      plain, cot, answer = r["contents"][k], r["cot_contents"][k], r["turn_answers"][k]
       question = r["contents"][k - 1].replace(tok_lib.IMAGE_TOKEN, "").replace(
           "Look at this picture:", "").strip()
       assert r["cot_contents"][k - 1] == r["contents"][k - 1].replace(

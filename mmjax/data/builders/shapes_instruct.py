@@ -4,7 +4,7 @@ Record i uses the generator of `shapes` record i (same seed, split and index), s
 same scene; the conversation comes from `mmjax.data.shapes_chat` (describe, count, compare,
 spatial and reasoning questions, each also as a step-by-step rationale). Per-turn lists are
 parallel: `roles`, `contents`, `cot_contents` (the chain-of-thought variant, chosen by
-`data.chain_of_thought`), `kinds`, `answers`; `images` holds one PNG per `<image>` marker.
+`data.chain_of_thought`), `kinds`, `turn_answers`; `images` holds one PNG per `<image>` marker.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class ShapesInstruct(common.ProceduralBuilder):
             "contents": common.TEXTS,
             "cot_contents": common.TEXTS,
             "kinds": common.TEXTS,
-            "answers": common.TEXTS,
+            "turn_answers": common.TEXTS,
             "scene": tfds.features.Text(),  # JSON, see shapes_world.Scene.to_json.
         }),
     )
