@@ -226,3 +226,26 @@ def test_bad_conversations_are_skipped_or_named(records, make_config, tok):
     make_config(task="chat", pack_conversations=0)
   with pytest.raises(ValueError, match="data.chat_template must be one of"):
     make_config(task="chat", chat_template="llama3")
+
+
+def test_chat_evaluator_prompts_and_scoring(records, make_config, tok):
+  from mmjax.evaluators import EvalContext, chat  # pylint: disable=import-outside-toplevel
+  ctx = EvalContext(family=None, data_config=make_config(task="chat",
+                                                         datasets=("shapes_instruct",)),
+                    tokenizer=tok)
+  items = chat.prompts(ctx, records[:4], 512)
+  assert len(items) == sum(r["roles"].count("assistant") for r in records[:4])
+  row, media, answer, kind = items[0]
+  r = records[0]
+  k = r["roles"].index("assistant")
+  turns = C.turns([{"role": a, "content": c} for a, c in zip(r["roles"], r["contents"])])
+  head = [tok.bos_id] + [i for seg, _ in C.TEMPLATES["chatml"].segments(turns[:k], tok.encode,
+                                                                       C.chat_ids(tok))
+                         for i in seg]
+  # The conversation so far, then the generation prompt <|im_start|>assistant\n.
+  assert row == head + [514] + tok.encode("assistant\n")
+  assert media.shape == (1, 32, 32, 3) and (answer, kind) == (r["turn_answers"][k], r["kinds"][k])
+  assert chat.score(["yes", "no", "So. Answer: 3"], ["yes", "yes", "3"], cot=False) == [
+      True, False, False]
+  assert chat.score(["Answer: yes", "yes", "So. Answer: 3"], ["yes", "yes", "3"], cot=True) == [
+      True, False, True]
