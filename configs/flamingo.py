@@ -270,9 +270,10 @@ def with_instruct(config: ml_collections.ConfigDict, arg: str) -> ml_collections
   Fusion stays Flamingo's gated cross-attention: packed rows hold one image per conversation,
   and with the paper's immediate-media masking each conversation's text after its `<image>`
   attends to its own image only, while the LM's sequence stays `text_length` however many images
-  a row packs (decoder-only fusion would add the visual tokens of every packed image; it works
-  too: --config.model.connector=mlp --config.model.fusion=decoder_only). The LM has no segment
-  ids, so self-attention crosses conversation boundaries; only the loss is masked."""
+  a row packs (decoder-only fusion, --config.model.fusion=decoder_only, adds every packed
+  image's visual tokens to the LM's sequence, so lm.max_len must cover them; not exercised by
+  the tests). The LM has no segment ids, so self-attention crosses conversation boundaries;
+  only the loss is masked."""
   m = config.model
   if arg not in ("tiny", "micro"):
     raise ValueError(f"unknown flamingo preset 'instruct_{arg}'; choose one of {PRESETS}")
