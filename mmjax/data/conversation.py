@@ -43,8 +43,10 @@ def turns(conversation: Sequence[Turn | Mapping[str, Any]]) -> list[Turn]:
 
   Raises ValueError naming the turn when a role is unknown, a system turn is not first, an
   `<image>` marker sits outside a user turn, or user and assistant turns do not alternate
-  (starting with the user).
+  (starting with the user), or when there is no turn at all.
   """
+  if not conversation:
+    raise ValueError("a conversation needs at least one turn")
   out = []
   for i, t in enumerate(conversation):
     if not isinstance(t, Turn):
@@ -114,7 +116,7 @@ class ChatTemplate:
 
   def _with_system(self, conversation) -> list[Turn]:
     ts = turns(conversation)
-    if self.default_system is not None and (not ts or ts[0].role != SYSTEM):
+    if self.default_system is not None and ts[0].role != SYSTEM:
       ts = [Turn(SYSTEM, self.default_system)] + ts
     return ts
 

@@ -151,6 +151,8 @@ def test_turn_validation_names_the_turn():
     C.turns([{"role": "bot", "content": "a"}])
   with pytest.raises(ValueError, match="turn 1: expected a user turn"):
     C.turns([{"role": "system", "content": "s"}, {"role": "assistant", "content": "a"}])
+  with pytest.raises(ValueError, match="at least one turn"):  # as apply_chat_template
+    C.TEMPLATES["smollm2"].render([])
   with pytest.raises(ValueError, match="exactly 'role' and 'content'"):
     C.turns([{"role": "user", "text": "a"}])
   with pytest.raises(ValueError, match="data.chat_template must be one of"):
