@@ -19,6 +19,8 @@ questions, `with_video_trainer`), e.g. with the vision tower of a CLIP tiny run,
     python -m mmjax.train --config configs/flamingo.py:video_tiny --workdir /tmp/video_tiny \
         --config.init_from='("vision=/tmp/evt3/clip:image",)'
 
+Presets instruct_tiny / instruct_micro are tiny / micro instruction-tuned on shapes_instruct
+conversations (ChatML, loss on assistant turns, packed rows; see with_instruct).
 Presets: tiny / micro (seconds on CPU); 3b and 9b with the paper's Table 5 sizes for the
 resampler (6 layers, width 1536, 16 heads x 128, 64 latents, FFW x4, Squared ReLU) and the gated
 blocks (16 heads x 128, FFW x4; before every LM layer for 3B, every 4th for 9B). The paper's
@@ -36,6 +38,7 @@ from mmjax.data import config as data_config
 
 PRESETS = ("tiny", "micro", "3b", "9b", "llava_tiny", "llava_micro")
 PRESETS += ("video_tiny", "video_micro")  # Video: shapes_video captions + QA (with_video_trainer).
+PRESETS += ("instruct_tiny", "instruct_micro")  # Instruction tuning (with_instruct).
 
 
 def _lm_config_module():
@@ -177,6 +180,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   video = arg.startswith("video_")
   arg = arg.removeprefix("video_")
   llava = arg.startswith("llava_")
+  instruct = arg.startswith("instruct_")
+  arg = arg.removeprefix("instruct_")
   if llava:
     # LLaVA-1.5 recipe on the tiny / micro towers: MLP projector, decoder-only.
     arg = arg.removeprefix("llava_")
@@ -244,6 +249,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     m.freeze_lm = False
   if video:
     return with_video_trainer(common.root(m), arg)
+  if instruct:
+    return with_instruct(common.root(m), arg)
   return with_trainer(common.root(m), arg)
 
 
@@ -310,4 +317,42 @@ def with_video_trainer(config: ml_collections.ConfigDict, arg: str) -> ml_collec
       config.evals[f"{task}_validation{'_blank' if blank else ''}"] = ml_collections.ConfigDict(
           dict(type="loss", every_steps=every, split="validation", datasets=("shapes_video",),
                task=task, num_batches=4 if arg == "tiny" else 1, blank_images=blank))
+def with_instruct(config: ml_collections.ConfigDict, arg: str) -> ml_collections.ConfigDict:
+  """Instruction tuning on shapes_instruct: multi-turn ChatML conversations, loss on assistant
+  turns only, several conversations packed per row (mmjax/data/conversation.py, packing.py).
+
+  Fusion stays Flamingo's gated cross-attention: packed rows hold one image per conversation,
+  and with the paper's immediate-media masking each conversation's text after its `<image>`
+  attends to its own image only, while the LM's sequence stays `text_length` however many images
+  a row packs (decoder-only fusion, --config.model.fusion=decoder_only, adds every packed
+  image's visual tokens to the LM's sequence, so lm.max_len must cover them; not exercised by
+  the tests). The LM has no segment ids, so self-attention crosses conversation boundaries;
+  only the loss is masked."""
+  m = config.model
+  if arg not in ("tiny", "micro"):
+    raise ValueError(f"unknown flamingo preset 'instruct_{arg}'; choose one of {PRESETS}")
+  # ChatML's <|im_start|> / <|im_end|> join <image> and <|endofchunk|> as new tokens (512-515).
+  m.lm.num_new_tokens = 4
+  m.qformer.bert.vocab_size = m.lm.vocab_size + m.lm.num_new_tokens
+  # A shapes conversation is ~105 tokens (median; 5-95%: 52-163) in shapes_sp, its
+  # chain-of-thought form ~277 (143-419): tiny packs up to 3 plain ones into 256 tokens.
+  length, pack = (256, 3) if arg == "tiny" else (128, 2)
+  m.lm.max_len = length
+  data = data_config.default_data_config(
+      datasets=("shapes_instruct",), task="chat", image_size=m.vision.image_size,
+      max_media=pack, pack_conversations=pack, text_length=length,
+      num_train=4096 if arg == "tiny" else 512)
+  common.trainer(config, data=data, total_steps={"tiny": 1000, "micro": 30}[arg],
+                 batch_size=32, learning_rate=3e-3, warmup_steps={"tiny": 30, "micro": 5}[arg])
+  every = config.total_steps // 2
+  # Loss on the assistant turns of unseen scenes and of unseen colour-shape pairs, beside the
+  # same model with its images blanked: the gap is what the image is worth.
+  for split in ("validation", "heldout"):
+    for blank in (False, True):
+      config.evals[f"chat_{split}{'_blank' if blank else ''}"] = ml_collections.ConfigDict(
+          dict(type="loss", every_steps=every, split=split, num_batches=4, blank_images=blank))
+  # Exact-match accuracy of greedy replies in context, per question kind, and with blank images
+  # (raise max_new_tokens to ~160 with data.chain_of_thought: replies are rationales).
+  config.evals.chat = ml_collections.ConfigDict(dict(
+      type="chat", every_steps=every, split="validation", num_examples=32, max_new_tokens=24))
   return config

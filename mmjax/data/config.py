@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import ml_collections
 
-from mmjax.data import frames, mixing, preprocess
+from mmjax.data import conversation, frames, mixing, preprocess
 
 TASKS = ("caption", "interleaved", "vqa", "lm", "video")
 TASKS += ("video_qa",)  # Video question answering rows (a task, so a mixture can hold both).
+TASKS += ("chat",)  # Conversations (mmjax/data/conversation.py).
 BAD_DATA_POLICIES = ("skip", "raise")
 
 
@@ -21,7 +22,8 @@ def default_data_config(**overrides) -> ml_collections.ConfigDict:
   # What rows contain: 'caption' (image + text + tokens/loss_mask), 'interleaved'
   # (media/media_mask/tokens/media_locations/loss_mask), 'vqa' (image + question-answer tokens,
   # loss on the answer), 'lm' (tokens/loss_mask only), 'video' (media of num_frames frames),
-  # 'video_qa' (video rows of question/answer pairs, like video with video_qa=True).
+  # 'video_qa' (video rows of question/answer pairs, like video with video_qa=True),
+  # 'chat': conversations (shapes_instruct) as media rows, loss on the assistant turns only.
   c.task = "caption"
   # Per-dataset tasks for a mixture of tasks (one per entry of `datasets`, which may repeat a
   # dataset: ("shapes", "shapes") with ("caption", "vqa")); empty: every dataset uses `task`.
@@ -89,6 +91,14 @@ def default_data_config(**overrides) -> ml_collections.ConfigDict:
   # shapes_interleaved: 'documents' (M3W-like) or 'episodes' (few-shot), and shots per episode.
   c.interleaved_kind = "documents"
   c.shots = 4
+  # chat only (conversations, mmjax/data/conversation.py): the chat template ('chatml', or
+  # 'smollm2' = ChatML with SmolLM2's default system message), the chain-of-thought variant of
+  # shapes_instruct (step-by-step rationales ending in 'Answer: ...'), and how many
+  # conversations are read per row and packed into it while they fit text_length and max_media
+  # (1: one conversation per row; packing masks the loss only, see mmjax/data/packing.py).
+  c.chat_template = "chatml"
+  c.chain_of_thought = False
+  c.pack_conversations = 1
   # Tokenizer name for callers that build it (mmjax.data.tokenizers.get_tokenizer).
   c.tokenizer = "shapes_sp"
   unknown = sorted(set(overrides) - set(c.keys()))
@@ -122,7 +132,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
     for t in c.tasks:
       if t not in TASKS:
         raise ValueError(f"data.tasks entries must be in {TASKS}, got {t!r}")
-    media_rows = c.as_media or all(t in ("interleaved", "video", "video_qa") for t in c.tasks)
+    media_rows = c.as_media or all(t in ("interleaved", "video", "video_qa", "chat")
+                                   for t in c.tasks)
     if len(set(c.tasks)) > 1 and not media_rows:
       raise ValueError(f"data.tasks {tuple(c.tasks)} mixes tasks whose rows differ; set "
                        "data.as_media=True so every task emits media rows")
@@ -147,5 +158,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
   frames.check_config(source_frames(c), c.num_frames, c.frame_sampling, c.frame_stride)
   if c.max_examples is not None and c.max_examples < 1:
     raise ValueError(f"data.max_examples must be >= 1 or None, got {c.max_examples}")
+  # .get: config.json files of runs from before the chat fields existed lack them.
+  if c.get("chat_template", "chatml") not in conversation.TEMPLATES:
+    raise ValueError(f"data.chat_template must be one of {sorted(conversation.TEMPLATES)}, "
+                     f"got {c.chat_template!r}")
+  if c.get("pack_conversations", 1) < 1:
+    raise ValueError(f"data.pack_conversations must be >= 1, got {c.pack_conversations}")
   if len(c.mean) != 3 or len(c.std) != 3:
     raise ValueError("data.mean and data.std need 3 channel values each")

@@ -18,6 +18,7 @@ from mmjax.data.builders import common, emoji, fashion_mnist, shapes, shapes_int
 from mmjax.data.builders import coco_captions, image_folder, interleaved_jsonl
 from mmjax.data.builders import multiple_choice, vqa, webdataset
 from mmjax.data.builders import audio_events
+from mmjax.data.builders import shapes_instruct
 
 BUILDERS = {
     "shapes": shapes.Shapes,
@@ -25,6 +26,7 @@ BUILDERS = {
     "shapes_video": shapes_video.ShapesVideo,
     # Procedural sound-event clips with captions (2 s at 16 kHz; audio_world.py).
     "audio_events": audio_events.AudioEvents,
+    "shapes_instruct": shapes_instruct.ShapesInstruct,
     # Real data from installed Debian/npm packages (scripts/install_offline_data.sh).
     "emoji": emoji.Emoji,
     "tuxpaint": tuxpaint.Tuxpaint,

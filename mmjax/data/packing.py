@@ -11,6 +11,12 @@ exactly at target tokens, 0 on prompts, `<image>` and padding, and t = 0 is alwa
 Interleaved rows follow open_flamingo's labels: no loss before the first `<image>`, none on
 `<image>` itself, loss on the text after each image up to and including its `<|endofchunk|>`,
 none between `<|endofchunk|>` and the next image (nor on the final EOS).
+
+`pack` chooses which of several short samples (chat conversations) share one row: their segment
+lists are concatenated in order, so a packed row is exactly the unpacked rows' tokens, loss masks
+and `<image>` positions back to back. mmjax's LMs take no segment ids (models/lm.py: causal
+attention over the whole row, positions counted from the row start), so attention does cross
+sample boundaries; only the loss masking separates the samples, and each sample starts with BOS.
 """
 
 from __future__ import annotations
@@ -49,3 +55,33 @@ def assemble(segments: Sequence[tuple[Sequence[int], str]], length: int, pad_id:
       break
   loss[0] = 0.0  # Nothing predicts position 0.
   return tokens, loss, locs, int(locs.sum())
+
+
+def num_tokens(segments: Sequence[tuple[Sequence[int], str]]) -> int:
+  """Tokens the segments take in a row."""
+  return sum(len(ids) for ids, _ in segments)
+
+
+def num_images(segments: Sequence[tuple[Sequence[int], str]]) -> int:
+  """`<image>` segments (media items) among the segments."""
+  return sum(role == IMAGE for _, role in segments)
+
+
+def pack(samples: Sequence[Sequence[tuple[Sequence[int], str]]], length: int, max_media: int
+         ) -> list[int]:
+  """Indices of the `samples` (segment lists) that share one row, in order.
+
+  The first sample is always taken (`assemble` truncates it if it alone is too long); each later
+  one is taken when it fits whole in what is left of `length` tokens and `max_media` images, and
+  skipped otherwise (a later, shorter one may still fit).
+  """
+  if not samples:
+    raise ValueError("pack needs at least one sample")
+  chosen = [0]
+  used, images = num_tokens(samples[0]), num_images(samples[0])
+  for k in range(1, len(samples)):
+    n, m = num_tokens(samples[k]), num_images(samples[k])
+    if used + n <= length and images + m <= max_media:
+      chosen.append(k)
+      used, images = used + n, images + m
+  return chosen

@@ -2,7 +2,8 @@
 
 Per dataset (grain MapDataset, all random access, so everything is a function of the seed):
   array_record source -> tag records with their index -> [train] epoch-aware shuffle,
-  repeat forever -> decode/augment/tokenize (`tasks.ExampleProcessor`, seeded per stream index).
+  repeat forever -> [chat with data.pack_conversations > 1: groups of that many records] ->
+  decode/augment/tokenize (`tasks.ExampleProcessor`, seeded per stream index).
 Then a weighted mixture over datasets (train) gives the *global* example stream; each process
 reads rows [p * b, (p + 1) * b) of every global batch of B = P * b rows (`BatchSlice`), so the
 global batches are the same whatever the number of processes (disjoint, covering shards), and
@@ -77,6 +78,10 @@ def build_dataset(config, tokenizer: tok_lib.Tokenizer, *, process_index: int,
     if train:
       # Shuffle before repeat: grain reshuffles each epoch with seed + epoch.
       ds = ds.shuffle(seed=(int(config.seed) * 7919 + k) % 2**32).repeat()
+    pack = int(config.get("pack_conversations", 1))  # .get: configs from before the field.
+    if dataset_tasks[k] == "chat" and pack > 1:
+      # Consecutive records in groups: the processor packs each group into one row.
+      ds = ds.batch(pack, batch_fn=list)
     ds = ds.map_with_index(tasks.ExampleProcessor(
         name, k, config, tokenizer, train=train, frames_per_media=frames,
         task=dataset_tasks[k]))

@@ -15,6 +15,9 @@ Supported (dataset, task) pairs are in `SUPPORTED`; text formats:
   audio_events caption rows carry `audio` [S] instead of an image; with `as_media` the
                `<image>` token marks where the clip enters the LM (audio_lm)
 Video rows take data.num_frames frames of each stored clip per data.frame_sampling (frames.py).
+  chat         [BOS] conversation in the chat template (conversation.py; loss on assistant
+               contents and their <|im_end|>); data.pack_conversations > 1 packs several
+               conversations ([BOS] conv [BOS] conv ...) into one row (packing.pack)
 With `as_media`, caption/vqa rows use the interleaved form with one image.
 """
 
@@ -25,7 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from mmjax.data import frames as frames_lib
-from mmjax.data import audio_world, packing, preprocess
+from mmjax.data import audio_world, conversation, packing, preprocess
 from mmjax.data import tokenizers as tok_lib
 from mmjax.data.packing import IMAGE, PROMPT, TARGET
 
@@ -35,6 +38,7 @@ SUPPORTED = {
     "shapes_interleaved": ("interleaved", "lm"),
     "shapes_video": ("video", "interleaved", "lm", "video_qa"),
     "audio_events": ("caption", "lm"),
+    "shapes_instruct": ("chat", "lm"),
     # Real offline data: image + captions records, and plain text.
     "emoji": ("caption", "lm"),
     "tuxpaint": ("caption", "lm"),
@@ -114,7 +118,7 @@ class ExampleProcessor:
     check_supported(dataset, task)
     self.dataset, self.dataset_id, self.train = dataset, dataset_id, train
     self.task, self.split = task, config.split
-    self.as_media = config.as_media or task in ("interleaved", "video", "video_qa")
+    self.as_media = config.as_media or task in ("interleaved", "video", "video_qa", "chat")
     self.video_qa = config.video_qa or task == "video_qa"
     # .get: run configs written before frame sampling existed lack these fields.
     self.frame_sampling = config.get("frame_sampling", "uniform")
@@ -129,10 +133,19 @@ class ExampleProcessor:
     if self.as_media:
       self.image_id, self.eoc_id = tokenizer.add_special_tokens(
           [tok_lib.IMAGE_TOKEN, tok_lib.END_OF_CHUNK_TOKEN])
+    if task == "chat":
+      # .get: data configs of runs from before the chat fields existed lack them.
+      self.template = conversation.get_template(config.get("chat_template", "chatml"))
+      self.chat_ids = conversation.chat_ids(tokenizer)
+      self.cot = bool(config.get("chain_of_thought", False))
 
   # ---- entry point ------------------------------------------------------------------------------
-  def __call__(self, index: int, tagged: tuple[int, dict]) -> dict:
-    record_index, record = tagged
+  def __call__(self, index: int, tagged: tuple[int, dict] | list[tuple[int, dict]]) -> dict:
+    if isinstance(tagged, list):  # A group of records to pack into one row (chat).
+      record_index = ", ".join(str(i) for i, _ in tagged)
+      record = [r for _, r in tagged]
+    else:
+      record_index, record = tagged
     rng = np.random.default_rng([self.seed, self.dataset_id, index]) if self.train else None
     try:
       return self._process(record, rng)
@@ -142,7 +155,9 @@ class ExampleProcessor:
         raise preprocess.BadExample(e.field, message) from e
       return {BAD_KEY: message}
 
-  def _process(self, record: dict, rng) -> dict:
+  def _process(self, record: dict | list[dict], rng) -> dict:
+    if self.task == "chat":
+      return self._chat(record if isinstance(record, list) else [record], rng)
     if self.dataset in RECORD_FORMS:
       return getattr(self, RECORD_FORMS[self.dataset])(record, rng)
     if self.dataset == "shapes":
@@ -155,6 +170,9 @@ class ExampleProcessor:
       return self._lm_row([_text(record["text"], "text")])
     if self.dataset == "audio_events":
       return self._audio_events(record, rng)
+    if self.dataset == "shapes_instruct":  # task 'lm': the conversation's text.
+      return self._lm_row([c.replace(tok_lib.IMAGE_TOKEN, "").strip() for c in
+                           _texts(record["contents"], "contents")])
     return self._video(record, rng)
 
   # ---- helpers ----------------------------------------------------------------------------------
@@ -362,3 +380,47 @@ class ExampleProcessor:
     segments = ([self._bos(), ([self.image_id], IMAGE)] + body +
                 [([self.eoc_id], TARGET), ([self.tok.eos_id], PROMPT)])
     return self._media_row(segments, [clip])
+
+  def _conversation(self, r: dict) -> tuple[list[tuple[list[int], str]], list[bytes], list[str]]:
+    """A conversation record's segments ([BOS] + template), the PNGs of its kept images and the
+    kept turns' texts.
+
+    An overlong conversation loses whole trailing exchanges until it fits `text_length` (its
+    first exchange stays, then `assemble` truncates it)."""
+    roles = _texts(r["roles"], "roles")
+    contents = _texts(r["cot_contents" if self.cot else "contents"],
+                      "cot_contents" if self.cot else "contents")
+    if len(roles) != len(contents):
+      raise preprocess.BadExample("contents", f"{len(contents)} contents for {len(roles)} roles")
+    try:
+      turns = conversation.turns([{"role": a, "content": c} for a, c in zip(roles, contents)])
+    except ValueError as e:
+      raise preprocess.BadExample("roles", str(e)) from e
+    blobs = list(r["images"])
+    if conversation.num_images(turns) != len(blobs):
+      raise preprocess.BadExample("images", f"{len(blobs)} images for "
+                                  f"{conversation.num_images(turns)} <image> markers")
+    ends = [k + 1 for k, t in enumerate(turns) if t.role == conversation.ASSISTANT]
+    if not ends:
+      raise preprocess.BadExample("roles", "no assistant turn to train on")
+    for n, end in enumerate(reversed(ends)):
+      kept = turns[:end]
+      segments = [self._bos()] + self.template.segments(kept, self._enc, self.chat_ids)
+      if packing.num_tokens(segments) <= self.length or n == len(ends) - 1:
+        break
+    return segments, blobs[:conversation.num_images(kept)], [t.content for t in kept]
+
+  def _chat(self, records: Sequence[dict], rng) -> dict:
+    """One row of one conversation, or of several packed (`packing.pack`)."""
+    convs = [self._conversation(r) for r in records]
+    chosen = packing.pack([c[0] for c in convs], self.length, self.max_media)
+    if len(convs[0][1]) > self.max_media:
+      raise preprocess.BadExample("images", f"{len(convs[0][1])} images in one conversation, "
+                                  f"data.max_media is {self.max_media}")
+    segments = [seg for k in chosen for seg in convs[k][0]]
+    blobs = [b for k in chosen for b in convs[k][1]]
+    texts = [t for k in chosen for t in convs[k][2]]
+    # One augmentation draw per row: a conversation's answers ("left of") must stay true.
+    images = self._images(blobs, "images", texts, rng) if blobs else np.zeros(
+        (0, self.size, self.size, 3), np.float32)
+    return self._media_row(segments, [im[None] for im in images])

@@ -22,6 +22,8 @@ vocabulary (ids `base_vocab_size`, `base_vocab_size + 1`, ... in the order given
 twice returns its existing id) and returns their ids; `vocab_size` grows accordingly. `encode`
 then maps each literal occurrence to its id and never splits it. This works the same for every
 tokenizer, so a frozen LM's embedding table keeps its rows and the new rows go after them.
+`with_chat_tokens` adds ChatML's `<|im_start|>` / `<|im_end|>` after those two (instruction tuning,
+mmjax/data/conversation.py); the shapes BPE corpus does not change.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ import numpy as np
 
 IMAGE_TOKEN = "<image>"
 END_OF_CHUNK_TOKEN = "<|endofchunk|>"
+# ChatML's turn delimiters (SmolLM2-Instruct's template): `<|im_start|>role\n ... <|im_end|>\n`.
+IM_START_TOKEN = "<|im_start|>"
+IM_END_TOKEN = "<|im_end|>"
 ASSETS = os.path.join(os.path.dirname(__file__), "assets")
 CLIP_BPE_PATH = os.path.join(ASSETS, "bpe_simple_vocab_16e6.txt.gz")
 
@@ -464,6 +469,13 @@ def get_tokenizer(name: str, **kw) -> Tokenizer:
 def with_media_tokens(tok: Tokenizer) -> Tokenizer:
   """Adds `<image>` and `<|endofchunk|>` (idempotent) and returns the tokenizer."""
   tok.add_special_tokens([IMAGE_TOKEN, END_OF_CHUNK_TOKEN])
+  return tok
+
+
+def with_chat_tokens(tok: Tokenizer) -> Tokenizer:
+  """Adds `<image>`, `<|endofchunk|>`, `<|im_start|>`, `<|im_end|>` in this order (idempotent), so
+  chat rows mix with media rows and the ChatML ids follow the media ones (shapes_sp: 514, 515)."""
+  tok.add_special_tokens([IMAGE_TOKEN, END_OF_CHUNK_TOKEN, IM_START_TOKEN, IM_END_TOKEN])
   return tok
 
 
