@@ -283,6 +283,8 @@ def markdown(results: dict) -> str:
             f"- faithfulness over {t2i['t2i_rows']} captions that name a colour; the real images "
             f"score {t2i['faithfulness_real_images']:.3f} (the metric's ceiling)",
             f"- grid: `{results.get('grid', 'n/a')}` (rows = captions; reference, then samples)"]
+  # Free-text remarks kept in the JSON (e.g. how an interrupted run was resumed).
+  lines += [f"- note: {n}" for n in results.get("notes", [])]
   return "\n".join(lines) + "\n"
 
 

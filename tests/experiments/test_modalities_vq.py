@@ -2,16 +2,18 @@
 shared modalities schema, the markdown and the PNG grid are written. No figure is asserted (2
 steps train nothing); the numbers come from the real run."""
 
+import importlib.util
 import json
 import os
-import sys
 
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(REPO, "experiments", "modalities"))
-
-import vq as vq_experiment  # noqa: E402  pylint: disable=wrong-import-position,import-error
+# Loaded by path under its own name: a bare `import vq` could find configs/vq.py instead.
+_SPEC = importlib.util.spec_from_file_location(
+    "mmjax_experiment_modalities_vq", os.path.join(REPO, "experiments", "modalities", "vq.py"))
+vq_experiment = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(vq_experiment)
 
 
 @pytest.mark.filterwarnings("ignore")
