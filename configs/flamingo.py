@@ -317,6 +317,9 @@ def with_video_trainer(config: ml_collections.ConfigDict, arg: str) -> ml_collec
       config.evals[f"{task}_validation{'_blank' if blank else ''}"] = ml_collections.ConfigDict(
           dict(type="loss", every_steps=every, split="validation", datasets=("shapes_video",),
                task=task, num_batches=4 if arg == "tiny" else 1, blank_images=blank))
+  return config
+
+
 def with_instruct(config: ml_collections.ConfigDict, arg: str) -> ml_collections.ConfigDict:
   """Instruction tuning on shapes_instruct: multi-turn ChatML conversations, loss on assistant
   turns only, several conversations packed per row (mmjax/data/conversation.py, packing.py).
