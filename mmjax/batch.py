@@ -17,6 +17,7 @@ model family declares which keys it needs (`ModelFamily.batch_keys`). Shapes use
 | media_locations  | [B, L]            | bool    | True at the `<image>` token of each media item, in order of `media` |
 | loss_mask        | [B, L]            | float32 | weight of the next-token loss for predicting tokens[:, t] from positions < t; 0 on padding, prompts and t = 0 |
 | labels           | [B]               | int32   | class index (classification, linear probe)             |
+| tile_mask        | [B, M, T]         | bool    | AnyRes tiling only (data.anyres_grids): True at real tiles on the frame axis (0: thumbnail), False at padding |
 
 The next-token convention: logits at position t predict `tokens[:, t + 1]`; the loss for target
 position t (t >= 1) is weighted by `loss_mask[:, t]`. `loss_mask[:, 0]` is therefore always ignored.
@@ -37,6 +38,7 @@ TOKENS = "tokens"
 MEDIA_LOCATIONS = "media_locations"
 LOSS_MASK = "loss_mask"
 LABELS = "labels"
+TILE_MASK = "tile_mask"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +58,7 @@ BATCH_SPEC: Mapping[str, KeySpec] = {
     MEDIA_LOCATIONS: KeySpec("BL", "bool", "<image> token positions"),
     LOSS_MASK: KeySpec("BL", "float32", "next-token loss weight per target"),
     LABELS: KeySpec("B", "int32", "class index"),
+    TILE_MASK: KeySpec("BMT", "bool", "real AnyRes tiles on the media frame axis"),
 }
 
 

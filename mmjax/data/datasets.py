@@ -16,11 +16,13 @@ from mmjax.data.builders import common, emoji, fashion_mnist, shapes, shapes_int
     shapes_video, text, tuxpaint
 from mmjax.data.builders import coco_captions, image_folder, interleaved_jsonl
 from mmjax.data.builders import multiple_choice, vqa, webdataset
+from mmjax.data.builders import shapes_small
 
 BUILDERS = {
     "shapes": shapes.Shapes,
     "shapes_interleaved": shapes_interleaved.ShapesInterleaved,
     "shapes_video": shapes_video.ShapesVideo,
+    "shapes_small": shapes_small.ShapesSmall,  # small objects on 256 px canvases (AnyRes)
     # Real data from installed Debian/npm packages (scripts/install_offline_data.sh).
     "emoji": emoji.Emoji,
     "tuxpaint": tuxpaint.Tuxpaint,
