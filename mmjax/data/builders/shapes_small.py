@@ -3,10 +3,12 @@ high-resolution tiling (AnyRes / Monkey, mmjax/data/anyres.py) is for.
 
 Every example is the `shapes` example of the same (seed, split, index) — scene, captions,
 questions and answers are identical — rendered on a CANVAS = 256 px canvas with each object's
-radius multiplied by OBJECT_SCALE = 0.25: objects are ~10 px ('small') to ~17 px ('large')
-across. Downsampled whole to 64 px they shrink to 2-4 px and shapes blur together; a 2 x 2
-grid of 64 px tiles sees them at half the canvas resolution (5-8 px). The canvas size is fixed
-(data.image_size is the tile / encoder size the pipeline produces, not the stored size).
+radius multiplied by OBJECT_SCALE = 0.375: objects are ~14 px ('small') to ~25 px ('large')
+across, 0.6-1% of the canvas area. Downsampled whole to 64 px they shrink to 4-6 px and shapes
+blur together; a 2 x 2 grid of 64 px tiles sees them at 7-12 px, close to the 10-17 px at
+which `shapes` shows them at 64 px (what the tiny CLIP tower is pre-trained on). The canvas size
+is fixed (data.image_size is the tile / encoder size the pipeline produces, not the stored
+size).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from mmjax.data import shapes_world as world
 from mmjax.data.builders import common, shapes
 
 CANVAS = 256  # Stored image side, pixels.
-OBJECT_SCALE = 0.25  # Object radius relative to `shapes` (world.SIZES * CANVAS * this).
+OBJECT_SCALE = 0.375  # Object radius relative to `shapes` (world.SIZES * CANVAS * this).
 
 
 def generate_example(config: common.ShapesConfig, split: str, index: int,
