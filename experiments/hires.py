@@ -55,7 +55,8 @@ def has_checkpoint(workdir: str) -> bool:
 
 
 def arm_config(preset: str, grids: tuple, steps: int, clip_workdir: str | None,
-               num_train: int, batch_size: int) -> ml_collections.ConfigDict:
+               num_train: int, batch_size: int, num_eval: int = 256
+               ) -> ml_collections.ConfigDict:
   """configs/flamingo.py:<preset> on shapes_small VQA, tiled by `grids` (empty: one frame)."""
   overrides = [f"total_steps={steps}"]
   if clip_workdir:
@@ -64,7 +65,7 @@ def arm_config(preset: str, grids: tuple, steps: int, clip_workdir: str | None,
   d = config.data
   d.datasets, d.tasks, d.weights = (DATASET,), ("vqa",), (1.0,)
   d.anyres_grids = grids
-  d.num_train, d.batch_size = num_train, batch_size
+  d.num_train, d.num_eval, d.batch_size = num_train, num_eval, batch_size
   if grids:
     config.model.resampler.max_frames = 1 + max(r * c for r, c in grids)
   config.evals = ml_collections.ConfigDict()  # evaluated below, on every question kind
@@ -202,6 +203,8 @@ def main(argv=None) -> int:
   parser.add_argument("--steps", type=int, default=500)
   parser.add_argument("--batch_size", type=int, default=32)
   parser.add_argument("--num_train", type=int, default=4096, help="shapes_small train scenes")
+  parser.add_argument("--num_eval", type=int, default=256,
+                      help="shapes_small scenes per evaluation split")
   parser.add_argument("--eval_records", type=int, default=96)
   parser.add_argument("--output", default=RESULTS, help="directory of the JSON and markdown")
   args = parser.parse_args(argv)
@@ -220,7 +223,7 @@ def main(argv=None) -> int:
     workdir = os.path.join(args.workdir, name)
     start = time.time()
     train.train_and_evaluate(arm_config(args.preset, grids, args.steps, clip_dir or None,
-                                        args.num_train, args.batch_size), workdir)
+                                        args.num_train, args.batch_size, args.num_eval), workdir)
     timings[name] = time.time() - start
     arms[name] = evaluate_arm(workdir, args.eval_records)
     print(name, json.dumps(arms[name]), flush=True)

@@ -3,5 +3,6 @@
 from mmjax.models import coca  # noqa: F401  registers 'coca'
 from mmjax.models import flamingo  # noqa: F401  registers 'flamingo'
 from mmjax.models import lm  # noqa: F401  registers 'lm'
+from mmjax.models import qformer_family  # noqa: F401  registers 'qformer'
 from mmjax.models import two_tower  # noqa: F401  registers 'clip', 'siglip'
 from mmjax.models.family import ModelFamily, build, get, register, registered  # noqa: F401
