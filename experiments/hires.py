@@ -55,10 +55,10 @@ def has_checkpoint(workdir: str) -> bool:
 
 
 def arm_config(preset: str, grids: tuple, steps: int, clip_workdir: str | None,
-               num_train: int, batch_size: int, num_eval: int = 256
+               num_train: int, batch_size: int, num_eval: int = 256, fusion: str = "xattn"
                ) -> ml_collections.ConfigDict:
   """configs/flamingo.py:<preset> on shapes_small VQA, tiled by `grids` (empty: one frame)."""
-  overrides = [f"total_steps={steps}"]
+  overrides = [f"total_steps={steps}", f"model.fusion={fusion}"]
   if clip_workdir:
     overrides += [f"init_from=('vision={clip_workdir}:image',)", "model.freeze_vision=True"]
   config = config_lib.load_config(f"configs/flamingo.py:{preset}", overrides)
@@ -166,7 +166,8 @@ def report(results: dict, command: str) -> str:
   kinds = sorted({k for r in results["arms"].values() for k in r["accuracy_by_kind"]})
   lines = ["# AnyRes tiling on `shapes_small` (small objects on 256 px canvases)", "",
            f"Regenerate: `{command}`", "",
-           f"Tiny Flamingo, frozen CLIP tower ({results['clip']}), VQA only, "
+           f"Tiny Flamingo ({results['fusion']} fusion), frozen CLIP tower "
+           f"({results['clip']}), VQA only, "
            f"{results['steps']} steps of batch {results['batch_size']} per arm, evaluated on "
            "every question of the first "
            f"{results['eval_records']} validation scenes (greedy, VQAv2 accuracy). Steps/s: "
@@ -206,14 +207,24 @@ def main(argv=None) -> int:
   parser.add_argument("--num_eval", type=int, default=256,
                       help="shapes_small scenes per evaluation split")
   parser.add_argument("--eval_records", type=int, default=96)
+  parser.add_argument("--fusion", default="xattn", choices=("xattn", "decoder_only"),
+                      help="how the visual tokens enter the LM (model.fusion)")
+  parser.add_argument("--arms", default=",".join(ARMS),
+                      help="arms to train and evaluate now (comma-separated; others are read "
+                      "from WORKDIR/<arm>/result.json when there, so arms can run in parallel "
+                      "processes and a final `--arms ''` writes the joint report)")
   parser.add_argument("--output", default=RESULTS, help="directory of the JSON and markdown")
   args = parser.parse_args(argv)
+  todo = [a for a in args.arms.split(",") if a]
+  unknown = sorted(set(todo) - set(ARMS))
+  if unknown:
+    raise ValueError(f"unknown --arms {unknown}; choose from {sorted(ARMS)}")
   command = ("python experiments/hires.py " + " ".join(
       argv if argv is not None else sys.argv[1:])).strip()
   clip_dir = os.path.join(args.workdir, "clip") if args.clip_workdir is None else \
       args.clip_workdir
   timings = {}
-  if clip_dir and not has_checkpoint(clip_dir):
+  if todo and clip_dir and not has_checkpoint(clip_dir):
     start = time.time()
     train.train_and_evaluate(config_lib.load_config(
         "configs/clip.py:tiny", [f"total_steps={args.clip_steps}"]), clip_dir)
@@ -221,15 +232,25 @@ def main(argv=None) -> int:
   arms = {}
   for name, grids in ARMS.items():
     workdir = os.path.join(args.workdir, name)
-    start = time.time()
-    train.train_and_evaluate(arm_config(args.preset, grids, args.steps, clip_dir or None,
-                                        args.num_train, args.batch_size, args.num_eval), workdir)
-    timings[name] = time.time() - start
-    arms[name] = evaluate_arm(workdir, args.eval_records)
-    print(name, json.dumps(arms[name]), flush=True)
+    result_path = os.path.join(workdir, "result.json")
+    if name in todo:
+      start = time.time()
+      train.train_and_evaluate(arm_config(args.preset, grids, args.steps, clip_dir or None,
+                                          args.num_train, args.batch_size, args.num_eval,
+                                          args.fusion), workdir)
+      result = evaluate_arm(workdir, args.eval_records)
+      result["wall_s"] = time.time() - start
+      with open(result_path, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=1, sort_keys=True)
+      print(name, json.dumps(result), flush=True)
+    if os.path.exists(result_path):
+      with open(result_path, encoding="utf-8") as f:
+        arms[name] = json.load(f)
+  if not arms:
+    raise ValueError(f"no arm results under {args.workdir}; run with --arms first")
   results = {"arms": arms, "timings_s": timings, "command": command, "steps": args.steps,
              "batch_size": args.batch_size, "eval_records": args.eval_records,
-             "clip": clip_dir or "none", "devices": jax.device_count()}
+             "fusion": args.fusion, "clip": clip_dir or "none", "devices": jax.device_count()}
   os.makedirs(args.output, exist_ok=True)
   with open(os.path.join(args.output, "hires.json"), "w", encoding="utf-8") as f:
     json.dump(results, f, indent=1, sort_keys=True)
