@@ -237,7 +237,6 @@ class FlamingoFamily(family_lib.ModelFamily):
     length = min(16, self.lm_config.max_len)
     return {"media": jnp.zeros((batch_size, 1, 1, size, size, 3), jnp.float32),
             "media_mask": jnp.ones((batch_size, 1), jnp.bool_),
-            "tile_mask": jnp.ones((batch_size, 1, 1), jnp.bool_),
             "tokens": jnp.zeros((batch_size, length), jnp.int32),
             "media_locations": jnp.zeros((batch_size, length), jnp.bool_),
             "loss_mask": jnp.ones((batch_size, length), jnp.float32)}
