@@ -23,6 +23,7 @@ import argparse
 import collections
 import json
 import os
+import shlex
 import sys
 import time
 
@@ -219,7 +220,7 @@ def main(argv=None) -> int:
   unknown = sorted(set(todo) - set(ARMS))
   if unknown:
     raise ValueError(f"unknown --arms {unknown}; choose from {sorted(ARMS)}")
-  command = ("python experiments/hires.py " + " ".join(
+  command = ("python experiments/hires.py " + shlex.join(
       argv if argv is not None else sys.argv[1:])).strip()
   clip_dir = os.path.join(args.workdir, "clip") if args.clip_workdir is None else \
       args.clip_workdir
