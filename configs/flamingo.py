@@ -177,6 +177,11 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   # 'decoder_only' (spliced into the input sequence after each <image> token; the connector's
   # width must equal lm.width and each image costs the LM its n visual positions).
   m.fusion = "xattn"
+  # AnyRes tiling (data.anyres_grids): learned tile-position embeddings added to the vision
+  # features before a non-resampler connector, one per tile index (0: thumbnail, 1 + r * cols
+  # + c: tile (r, c)); set it to 1 + the largest grid. 0: off (no parameter). The resampler's
+  # time_embed already is one: set resampler.max_frames instead.
+  m.tile_positions = 0
   video = arg.startswith("video_")
   arg = arg.removeprefix("video_")
   llava = arg.startswith("llava_")

@@ -19,6 +19,7 @@ model family declares which keys it needs (`ModelFamily.batch_keys`). Shapes use
 | loss_mask        | [B, L]            | float32 | weight of the next-token loss for predicting tokens[:, t] from positions < t; 0 on padding, prompts and t = 0 |
 | labels           | [B]               | int32   | class index (classification, linear probe)             |
 | audio            | [B, S]            | float32 | one mono waveform per row in [-1, 1] at 16 kHz; models compute their log-mel features (models/audio/melspec.py) |
+| tile_mask        | [B, M, T]         | bool    | AnyRes tiling only (data.anyres_grids): True at real tiles on the frame axis (0: thumbnail), False at padding |
 
 The next-token convention: logits at position t predict `tokens[:, t + 1]`; the loss for target
 position t (t >= 1) is weighted by `loss_mask[:, t]`. `loss_mask[:, 0]` is therefore always ignored.
@@ -40,6 +41,7 @@ MEDIA_LOCATIONS = "media_locations"
 LOSS_MASK = "loss_mask"
 LABELS = "labels"
 AUDIO = "audio"
+TILE_MASK = "tile_mask"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +62,7 @@ BATCH_SPEC: Mapping[str, KeySpec] = {
     LOSS_MASK: KeySpec("BL", "float32", "next-token loss weight per target"),
     LABELS: KeySpec("B", "int32", "class index"),
     AUDIO: KeySpec("BS", "float32", "mono waveform at 16 kHz"),
+    TILE_MASK: KeySpec("BMT", "bool", "real AnyRes tiles on the media frame axis"),
 }
 
 

@@ -453,7 +453,9 @@ def train_and_evaluate(config: Any, workdir: str, devices: Optional[list] = None
                          out_shardings=(param_shardings, opt_shardings, None))
 
   def shard_batch(batch):
-    return {k: (v if isinstance(v, jax.Array) else jax.device_put(v, batch_shardings[k]))
+    # Keys the dummy batch lacks (AnyRes `tile_mask`) are split over the batch axis the same way.
+    return {k: (v if isinstance(v, jax.Array) else jax.device_put(
+        v, batch_shardings.get(k) or P.data_sharding(mesh, np.ndim(v))))
             for k, v in batch.items() if k in batch_keys}
 
   # ---- Evaluators ----

@@ -101,6 +101,12 @@ def default_data_config(**overrides) -> ml_collections.ConfigDict:
   c.pack_conversations = 1
   # Tokenizer name for callers that build it (mmjax.data.tokenizers.get_tokenizer).
   c.tokenizer = "shapes_sp"
+  # AnyRes / Monkey tiling (mmjax/data/anyres.py) of caption/vqa media rows (needs as_media):
+  # the (rows, cols) grids to choose from by aspect ratio, e.g. ((2, 2),) or ((1, 2), (2, 1),
+  # (2, 2)); empty: off (one image_size frame per image). When on, each image becomes its
+  # thumbnail + rows * cols tiles of image_size px on the media frame axis, padded to
+  # 1 + the largest grid, with `tile_mask` [B, M, T] marking the real ones.
+  c.anyres_grids = ()
   unknown = sorted(set(overrides) - set(c.keys()))
   if unknown:
     raise ValueError(f"unknown data config field(s) {unknown}; known: {sorted(c.keys())}")
@@ -164,5 +170,29 @@ def validate(c: ml_collections.ConfigDict) -> None:
                      f"got {c.chat_template!r}")
   if c.get("pack_conversations", 1) < 1:
     raise ValueError(f"data.pack_conversations must be >= 1, got {c.pack_conversations}")
+  validate_anyres(c)
   if len(c.mean) != 3 or len(c.std) != 3:
     raise ValueError("data.mean and data.std need 3 channel values each")
+
+
+def anyres_max_tiles(c: ml_collections.ConfigDict) -> int:
+  """T of AnyRes media rows: the thumbnail + the largest grid's tiles (0: tiling is off)."""
+  grids = tuple(tuple(g) for g in c.get("anyres_grids", ()) or ())
+  return 1 + max(r * k for r, k in grids) if grids else 0
+
+
+def validate_anyres(c: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming data.anyres_grids when tiling is asked for where it cannot work."""
+  grids = c.get("anyres_grids", ()) or ()
+  if not grids:
+    return
+  for g in grids:
+    if len(tuple(g)) != 2 or min(tuple(g)) < 1:
+      raise ValueError(f"data.anyres_grids entries must be (rows, cols) with both >= 1, got "
+                       f"{tuple(g)}")
+  if any(t not in ("caption", "vqa") for t in dataset_tasks(c)):
+    raise ValueError(f"data.anyres_grids tiles caption/vqa rows only; data tasks are "
+                     f"{dataset_tasks(c)}")
+  if not c.as_media:
+    raise ValueError("data.anyres_grids puts the tiles on the media frame axis: set "
+                     "data.as_media=True")

@@ -19,6 +19,7 @@ from mmjax.data.builders import coco_captions, image_folder, interleaved_jsonl
 from mmjax.data.builders import multiple_choice, vqa, webdataset
 from mmjax.data.builders import audio_events
 from mmjax.data.builders import shapes_instruct
+from mmjax.data.builders import shapes_small
 
 BUILDERS = {
     "shapes": shapes.Shapes,
@@ -27,6 +28,7 @@ BUILDERS = {
     # Procedural sound-event clips with captions (2 s at 16 kHz; audio_world.py).
     "audio_events": audio_events.AudioEvents,
     "shapes_instruct": shapes_instruct.ShapesInstruct,
+    "shapes_small": shapes_small.ShapesSmall,  # small objects on 256 px canvases (AnyRes)
     # Real data from installed Debian/npm packages (scripts/install_offline_data.sh).
     "emoji": emoji.Emoji,
     "tuxpaint": tuxpaint.Tuxpaint,

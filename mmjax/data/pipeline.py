@@ -42,6 +42,9 @@ def _tag(index: int, record: Any) -> tuple[int, Any]:
 
 
 def _frames_per_media(config) -> int:
+  tiles = config_lib.anyres_max_tiles(config)
+  if tiles:  # AnyRes: thumbnail + tiles on the frame axis.
+    return tiles
   for name, task in zip(config.datasets, config_lib.dataset_tasks(config)):
     if task in ("video", "video_qa") or (task == "interleaved" and name == "shapes_video"):
       return int(config.num_frames)

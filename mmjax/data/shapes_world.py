@@ -155,9 +155,11 @@ def _polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, fl
   raise ValueError(f"unknown shape {shape!r}; known: {SHAPES}")
 
 
-def draw_object(draw: ImageDraw.ImageDraw, o: Obj, x: float, y: float, size_px: int) -> None:
-  """Draws one object centred at unit coordinates (x, y)."""
-  cx, cy, r = x * size_px, y * size_px, SIZES[o.size] * size_px
+def draw_object(draw: ImageDraw.ImageDraw, o: Obj, x: float, y: float, size_px: int,
+                scale: float = 1.0) -> None:
+  """Draws one object centred at unit coordinates (x, y); `scale` shrinks its radius (the
+  small-objects-on-a-large-canvas variant, builders/shapes_small.py)."""
+  cx, cy, r = x * size_px, y * size_px, SIZES[o.size] * size_px * scale
   fill = COLOURS[o.colour]
   if o.shape == "circle":
     draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
@@ -169,14 +171,15 @@ def draw_object(draw: ImageDraw.ImageDraw, o: Obj, x: float, y: float, size_px: 
     draw.ellipse([hx - hr, hy - hr, hx + hr, hy + hr], fill=(255, 255, 255))
 
 
-def render(scene: Scene, size_px: int, positions: Sequence[tuple[float, float]] | None = None
-           ) -> Image.Image:
-  """Renders the scene as an RGB image of `size_px` square (optionally at other positions)."""
+def render(scene: Scene, size_px: int, positions: Sequence[tuple[float, float]] | None = None,
+           scale: float = 1.0) -> Image.Image:
+  """Renders the scene as an RGB image of `size_px` square (optionally at other positions;
+  `scale` multiplies every object's radius)."""
   img = Image.new("RGB", (size_px, size_px), BACKGROUNDS[scene.background])
   draw = ImageDraw.Draw(img)
   for i, o in enumerate(scene.objects):
     x, y = positions[i] if positions is not None else (o.x, o.y)
-    draw_object(draw, o, x, y, size_px)
+    draw_object(draw, o, x, y, size_px, scale)
   return img
 
 

@@ -26,9 +26,10 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
+from PIL import Image
 
 from mmjax.data import frames as frames_lib
-from mmjax.data import audio_world, conversation, packing, preprocess
+from mmjax.data import anyres, audio_world, conversation, packing, preprocess
 from mmjax.data import tokenizers as tok_lib
 from mmjax.data.packing import IMAGE, PROMPT, TARGET
 
@@ -39,6 +40,7 @@ SUPPORTED = {
     "shapes_video": ("video", "interleaved", "lm", "video_qa"),
     "audio_events": ("caption", "lm"),
     "shapes_instruct": ("chat", "lm"),
+    "shapes_small": ("caption", "vqa", "lm"),
     # Real offline data: image + captions records, and plain text.
     "emoji": ("caption", "lm"),
     "tuxpaint": ("caption", "lm"),
@@ -130,6 +132,8 @@ class ExampleProcessor:
     self.mean, self.std = tuple(config.mean), tuple(config.std)
     self.augment = dict(config.augment)
     self.tok = tokenizer
+    # AnyRes tiling of caption/vqa images (config.anyres_grids; validated in data/config.py).
+    self.grids = tuple(tuple(int(v) for v in g) for g in config.get("anyres_grids", ()) or ())
     if self.as_media:
       self.image_id, self.eoc_id = tokenizer.add_special_tokens(
           [tok_lib.IMAGE_TOKEN, tok_lib.END_OF_CHUNK_TOKEN])
@@ -160,6 +164,8 @@ class ExampleProcessor:
       return self._chat(record if isinstance(record, list) else [record], rng)
     if self.dataset in RECORD_FORMS:
       return getattr(self, RECORD_FORMS[self.dataset])(record, rng)
+    if self.dataset == "shapes_small":  # the same records, small objects on a 256 px canvas
+      return self._shapes(record, rng)
     if self.dataset == "shapes":
       return self._shapes(record, rng)
     if self.dataset == "shapes_interleaved":
@@ -188,6 +194,23 @@ class ExampleProcessor:
         crop_scale=tuple(self.augment["crop_scale"]),
         flip=self.augment["flip"] and preprocess.flip_allowed(texts))
 
+  def _tiles(self, blob: bytes, texts: Sequence[str], rng) -> np.ndarray:
+    """AnyRes: [1 + rows * cols, size, size, 3] normalised thumbnail + tiles of one image.
+
+    Training augments the full-resolution image before tiling (the same random resized crop
+    and flip draw as `_images`, at the source resolution), so thumbnail and tiles agree.
+    """
+    img = preprocess.decode_png(blob, "image")
+    if self.train and rng is not None:
+      if self.augment["random_resized_crop"]:
+        left, top, w, h = preprocess.random_resized_crop_box(
+            *img.size, rng, tuple(self.augment["crop_scale"]))
+        img = img.crop((left, top, left + w, top + h))
+      if self.augment["flip"] and preprocess.flip_allowed(texts) and rng.random() < 0.5:
+        img = img.transpose(Image.FLIP_LEFT_RIGHT)
+    tiles = anyres.tile_image(img, self.size, self.grids)
+    return np.stack([preprocess.to_array(t, self.mean, self.std) for t in tiles])
+
   def _enc(self, text: str) -> list[int]:
     return self.tok.encode(text)
 
@@ -198,14 +221,22 @@ class ExampleProcessor:
     """Assembles tokens and the media tensor; media whose <image> was truncated are dropped."""
     tokens, loss, locs, kept = packing.assemble(segments, self.length, self.tok.pad_id)
     media = np.zeros((self.max_media, self.frames, self.size, self.size, 3), np.float32)
+    tile_mask = np.zeros((self.max_media, self.frames), bool)
     for m in range(kept):
       frames = image_groups[m]
-      # Stills in a batch of T-frame media repeat along time (a static clip).
-      media[m] = frames if len(frames) == self.frames else np.repeat(frames[:1], self.frames, 0)
+      if self.grids:  # AnyRes tiles: zero padding up to T, masked by tile_mask.
+        media[m], tile_mask[m] = anyres.pad_tiles(frames, self.frames)
+      else:
+        # Stills in a batch of T-frame media repeat along time (a static clip).
+        media[m] = frames if len(frames) == self.frames else np.repeat(frames[:1], self.frames,
+                                                                       0)
     mask = np.zeros((self.max_media,), bool)
     mask[:kept] = True
-    return {"media": media, "media_mask": mask, "tokens": tokens, "media_locations": locs,
-            "loss_mask": loss}
+    row = {"media": media, "media_mask": mask, "tokens": tokens, "media_locations": locs,
+           "loss_mask": loss}
+    if self.grids:
+      row["tile_mask"] = tile_mask
+    return row
 
   def _lm_row(self, texts: Sequence[str]) -> dict:
     segments = [self._bos(), (self._enc(" ".join(texts)), TARGET), ([self.tok.eos_id], TARGET)]
@@ -249,7 +280,8 @@ class ExampleProcessor:
 
   def _caption_row(self, captions: Sequence[str], blob: bytes, rng) -> dict:
     caption = captions[self._choose(len(captions), rng)]
-    image = self._images([blob], "image", [caption], rng)
+    image = (self._tiles(blob, [caption], rng) if self.grids else
+             self._images([blob], "image", [caption], rng))
     row = self._single(image, None, caption)
     if self.task == "caption" and not self.as_media:
       # Two-tower text: BOS + caption + EOS, truncated keeping EOS (open_clip.tokenize).
@@ -258,7 +290,8 @@ class ExampleProcessor:
 
   def _qa_row(self, prompt: str, target: str, blob: bytes, rng) -> dict:
     """vqa task row: `prompt` (ends in 'Answer:') then the target with a leading space."""
-    image = self._images([blob], "image", [prompt, target], rng)
+    image = (self._tiles(blob, [prompt, target], rng) if self.grids else
+             self._images([blob], "image", [prompt, target], rng))
     return self._single(image, prompt, " " + target)
 
   def _captioned(self, r: dict, rng) -> dict:

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 from flax import traverse_util
 
 from mmjax import losses
+from mmjax import parallel as P
 from mmjax.models import family as family_lib
 from mmjax.models import layers
 from mmjax.models import lm as lm_lib
@@ -55,34 +56,56 @@ class Flamingo(nn.Module):
     connector: any other connector (mmjax/models/connectors; parameters under `connector/`).
     fusion: 'xattn' (gated cross-attention) or 'decoder_only' (visual tokens spliced into the
       LM input after each `<image>`, mmjax/models/splice.py).
+    tile_positions: AnyRes tile-position embeddings for the non-resampler connectors (the
+      resampler's per-frame `time_embed` already is one): a learned `tile_embed`
+      [tile_positions, Dv] row per tile index (0: thumbnail, 1 + r * cols + c: tile (r, c)),
+      added to every token of that frame's vision features. 0 (default): none, no parameter.
   """
   vision: vit_lib.ViT
   resampler: Optional[resampler_lib.PerceiverResampler]
   lm: lm_lib.DecoderLM
   connector: Optional[nn.Module] = None
   fusion: str = "xattn"
+  tile_positions: int = 0
 
-  def encode_media(self, media: Array, train: bool = False) -> Array:
-    """[B, M, T, H, W, 3] pixels -> [B, M, n, D] visual tokens."""
+  @nn.compact
+  def encode_media(self, media: Array, train: bool = False,
+                   tile_mask: Optional[Array] = None) -> Array:
+    """[B, M, T, H, W, 3] pixels -> [B, M, n, D] visual tokens.
+
+    `tile_mask` [B, M, T] (AnyRes): False at padded tiles, which the connector then ignores
+    (attention connectors mask them as keys; per-tile ones emit zeros for them).
+    """
     if media.ndim != 6:
       raise ValueError(f"Flamingo expects media [B, M, T, H, W, 3], got {media.shape}")
     b, m, t = media.shape[:3]
     _, tokens = self.vision(media.reshape(b * m * t, *media.shape[3:]), train=train)
+    feats = tokens.reshape(b, m, t, *tokens.shape[1:])
+    if self.tile_positions:
+      if t > self.tile_positions:
+        raise ValueError(f"media have {t} tiles (frames) but model.tile_positions is "
+                         f"{self.tile_positions}")
+      table = self.param("tile_embed", layers.with_axes(nn.initializers.normal(0.02), None,
+                                                        P.EMBED),
+                         (self.tile_positions, feats.shape[-1]), self.vision.param_dtype)
+      feats = feats + table[:t][:, None, :].astype(feats.dtype)
     if self.resampler is not None:
-      return self.resampler(tokens.reshape(b, m, t, *tokens.shape[1:]))
-    return self.connector(tokens.reshape(b, m, t, *tokens.shape[1:]))
+      return self.resampler(feats, tile_mask)
+    return self.connector(feats, tile_mask)
 
   def __call__(self, media: Optional[Array], media_mask: Optional[Array], tokens: Array,
                media_locations: Optional[Array], train: bool = False, *,
                cache: Optional[lm_lib.Cache] = None,
-               expanded: bool = False) -> Array | tuple[Array, lm_lib.Cache]:
+               expanded: bool = False,
+               tile_mask: Optional[Array] = None) -> Array | tuple[Array, lm_lib.Cache]:
     """Logits [B, L, vocab + new tokens] (and the cache when one is given).
 
     `media` may be None only when decoding from a cache that a prefill filled with media (or,
     decoder-only, for text alone). `expanded` (decoder-only): logits of every position of the
-    spliced sequence [B, L + M * n, V] instead of the text positions.
+    spliced sequence [B, L + M * n, V] instead of the text positions. `tile_mask` [B, M, T]:
+    the AnyRes tiles that are real (batch key `tile_mask`; None: every frame is).
     """
-    visual = None if media is None else self.encode_media(media, train)
+    visual = None if media is None else self.encode_media(media, train, tile_mask)
     if self.fusion == "decoder_only":
       return self.lm(tokens, train, media_mask=media_mask, media_locations=media_locations,
                      cache=cache, visual=visual, expanded=expanded)
@@ -145,7 +168,7 @@ class FlamingoFamily(family_lib.ModelFamily):
     logits, cache = family.prefill(params, batch, cache, lengths=None)   # media + prompt
     logits, cache = family.decode_step(params, next_tokens[:, None], cache)
   """
-  batch_keys = ("media", "media_mask", "tokens", "media_locations", "loss_mask")
+  batch_keys = ("media", "media_mask", "tokens", "media_locations", "loss_mask", "tile_mask")
 
   def make_module(self, config: Any) -> Flamingo:
     self.lm_config = lm_lib.decoder_config(config.lm)
@@ -168,6 +191,15 @@ class FlamingoFamily(family_lib.ModelFamily):
         raise ValueError(f"model.fusion='decoder_only' splices the visual tokens into the LM: "
                          f"model.{self.connector_kind}.width={width} must equal "
                          f"model.lm.width={self.lm_config.width}")
+    # Workdirs written before AnyRes have no field: no tile-position embeddings.
+    self.tile_positions = int(config.get("tile_positions", 0) or 0)
+    if self.tile_positions < 0:
+      raise ValueError(f"model.tile_positions must be >= 0, got {self.tile_positions}")
+    if self.tile_positions and self.connector_kind == "resampler":
+      raise ValueError("model.tile_positions adds tile-position embeddings before the "
+                       "non-resampler connectors; the resampler's time_embed is its tile-position "
+                       "embedding: set model.resampler.max_frames >= 1 + the largest AnyRes grid "
+                       "and model.tile_positions=0")
     vision = vit_lib.ViT(**_fields(vit_lib.ViT, config.vision, "vision"))
     resampler, connector = None, None
     if self.connector_kind == "resampler":
@@ -176,7 +208,7 @@ class FlamingoFamily(family_lib.ModelFamily):
     else:
       connector = connectors.build(self.connector_kind, self.connector_config)
     return Flamingo(vision, resampler, lm_lib.DecoderLM(self.lm_config, self.xattn_config),
-                    connector=connector, fusion=self.fusion)
+                    connector=connector, fusion=self.fusion, tile_positions=self.tile_positions)
 
   def adapt_init_source(self, dst: str, source: Any, target: Any) -> Any:
     """A plain LM run's parameters (e.g. `init_from=('lm=/runs/lm:',)`, the recipe's stage 2)
@@ -199,8 +231,20 @@ class FlamingoFamily(family_lib.ModelFamily):
     return connectors.tokens_per_media(self.connector_kind, self.connector_config, num_patches,
                                        media_shape[2])
 
+  def token_budget(self, media_shape: tuple[int, ...]) -> dict[str, int]:
+    """What one media item of `media_shape` [B, M, T, H, W, 3] costs (AnyRes: T = thumbnail +
+    tiles): vision tokens encoded and LM visual tokens (positions spliced per `<image>` in
+    decoder-only fusion, cross-attention keys per item with 'xattn')."""
+    patch = self.config.vision.patch_size
+    per_frame = (media_shape[3] // patch) * (media_shape[4] // patch)
+    return {"frames": int(media_shape[2]), "vision_tokens": int(media_shape[2]) * per_frame,
+            "lm_tokens": self.tokens_per_media(media_shape)}
+
   def module_inputs(self, batch: family_lib.Batch) -> dict[str, Array]:
-    return {k: batch[k] for k in ("media", "media_mask", "tokens", "media_locations")}
+    inputs = {k: batch[k] for k in ("media", "media_mask", "tokens", "media_locations")}
+    if batch.get("tile_mask") is not None:
+      inputs["tile_mask"] = batch["tile_mask"]
+    return inputs
 
   def dummy_batch(self, batch_size: int) -> dict[str, Array]:
     size = self.config.vision.image_size
@@ -237,7 +281,9 @@ class FlamingoFamily(family_lib.ModelFamily):
       if not c.tie_embeddings:
         new_tokens.append("lm/new_unembed")
     connector = "resampler" if self.connector_kind == "resampler" else "connector"
-    return {"vision": ["vision"], connector: [connector], "gated_xattn": gated, "lm": lm,
+    # The AnyRes tile-position table trains with the connector it feeds.
+    connector_paths = [connector] + (["tile_embed"] if self.tile_positions else [])
+    return {"vision": ["vision"], connector: connector_paths, "gated_xattn": gated, "lm": lm,
             "new_token_embeddings": new_tokens}
 
   def _group_trainable(self, group: str) -> bool:

@@ -44,14 +44,24 @@ class PerceiverAttention(layers.Attention):
   norm_eps: float = 1e-5
 
   @nn.compact
-  def __call__(self, media: Array, latents: Array) -> Array:  # pytype: disable=signature-mismatch
-    """media [B', S, D], latents [B', n, D] -> [B', n, D] (B' = batch x media items)."""
+  def __call__(self, media: Array, latents: Array,  # pytype: disable=signature-mismatch
+               media_mask: Optional[Array] = None) -> Array:
+    """media [B', S, D], latents [B', n, D] -> [B', n, D] (B' = batch x media items).
+
+    `media_mask` [B', S] (optional): False at media positions the latents must not attend to
+    (padded AnyRes tiles); the latents themselves are always keys.
+    """
     norm = lambda name: layers.norm_layer("layernorm", self.norm_eps, self.dtype,
                                           self.param_dtype, name=name)
     media = norm("norm_media")(media)
     latents = norm("norm_latents")(latents)
     q, k, v = self.project_qkv(latents, jnp.concatenate([media, latents], axis=1))
-    out = layers.attention(q, k, v, implementation=self.implementation)
+    mask = None
+    if media_mask is not None:
+      keys = jnp.concatenate([media_mask.astype(bool),
+                              jnp.ones(latents.shape[:2], bool)], axis=1)
+      mask = keys[:, None, None, :]
+    out = layers.attention(q, k, v, mask=mask, implementation=self.implementation)
     return self.project_out(out, latents.shape[-1])
 
 
@@ -66,10 +76,11 @@ class PerceiverLayer(nn.Module):
   param_dtype: layers.Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, latents: Array, media: Array) -> tuple[Array, None]:
+  def __call__(self, latents: Array, media: Array, media_mask: Optional[Array] = None
+               ) -> tuple[Array, None]:
     latents = latents + PerceiverAttention(
         self.num_heads, head_dim=self.head_dim, norm_eps=self.norm_eps, dtype=self.dtype,
-        param_dtype=self.param_dtype, name="attn")(media, latents)
+        param_dtype=self.param_dtype, name="attn")(media, latents, media_mask)
     latents = latents + layers.FeedForward(
         self.mlp_dim, self.activation, use_bias=False, norm_eps=self.norm_eps, dtype=self.dtype,
         param_dtype=self.param_dtype, name="ff")(latents)
@@ -113,7 +124,9 @@ class PerceiverResampler(nn.Module):
   param_dtype: layers.Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: Array) -> Array:
+  def __call__(self, x: Array, frame_mask: Optional[Array] = None) -> Array:
+    """x [B, M, T, N, Dv] -> [B, M, num_latents, width]; `frame_mask` [B, M, T] (optional, AnyRes
+    `tile_mask`): the latents do not attend to the tokens of frames where it is False."""
     if x.ndim != 5:
       raise ValueError(f"PerceiverResampler expects media features [B, M, T, N, D], got "
                        f"{x.shape}")
@@ -133,6 +146,9 @@ class PerceiverResampler(nn.Module):
       x = x + time_embed[:t].astype(self.dtype)[:, None, :]
     # Media items are independent: fold them into the batch for rank-4 attention.
     x = x.reshape(b * m, t * n, self.width)
+    media_mask = None
+    if frame_mask is not None:
+      media_mask = jnp.repeat(frame_mask.astype(bool).reshape(b * m, t), n, axis=1)
     # Unit-variance latents as in open_flamingo (torch.randn); they are LayerNormed before use.
     latents = self.param("latents", layers.with_axes(nn.initializers.normal(1.0), P.LATENTS,
                                                      P.EMBED),
@@ -140,9 +156,9 @@ class PerceiverResampler(nn.Module):
     latents = jnp.broadcast_to(latents.astype(self.dtype), (b * m, *latents.shape))
     latents = layers.stack_layers(
         PerceiverLayer, self.depth, scan=self.scan, remat=self.remat, name="layers",
-        num_broadcast_args=1, num_heads=self.num_heads, head_dim=self.head_dim,
+        num_broadcast_args=2, num_heads=self.num_heads, head_dim=self.head_dim,
         mlp_dim=self.ff_mult * self.width, activation=self.activation, norm_eps=self.norm_eps,
-        dtype=self.dtype, param_dtype=self.param_dtype)(latents, x)
+        dtype=self.dtype, param_dtype=self.param_dtype)(latents, x, media_mask)
     latents = layers.norm_layer("layernorm", self.norm_eps, self.dtype, self.param_dtype,
                                 name="norm")(latents)
     return latents.reshape(b, m, self.num_latents, self.width)

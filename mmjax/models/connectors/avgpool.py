@@ -57,7 +57,8 @@ class AvgPoolProjector(nn.Module):
   param_dtype: layers.Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: Array) -> Array:
+  def __call__(self, x: Array, frame_mask: Array | None = None) -> Array:
+    """`frame_mask` [B, M, T] (AnyRes `tile_mask`): the tokens of padded tiles come out zero."""
     if x.ndim != 5:
       raise ValueError(f"AvgPoolProjector expects media features [B, M, T, N, D], got {x.shape}")
     b, m, t, n, dv = x.shape
@@ -68,5 +69,9 @@ class AvgPoolProjector(nn.Module):
     pool = jnp.asarray(pooling_matrix(grid, side), self.dtype)
     x = x.astype(self.dtype).reshape(b, m, t, grid, grid, dv)
     x = jnp.einsum("ih,jw,bmthwd->bmtijd", pool, pool, x).reshape(b, m, t * self.num_tokens, dv)
-    return layers.dense(self.width, [None], [P.EMBED], name="proj", dtype=self.dtype,
-                        param_dtype=self.param_dtype)(x)
+    y = layers.dense(self.width, [None], [P.EMBED], name="proj", dtype=self.dtype,
+                     param_dtype=self.param_dtype)(x)
+    if frame_mask is not None:
+      keep = jnp.repeat(frame_mask.astype(bool), self.num_tokens, axis=-1)
+      y = y * keep[..., None].astype(y.dtype)
+    return y

@@ -34,7 +34,8 @@ class MlpProjector(nn.Module):
   param_dtype: layers.Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: Array) -> Array:
+  def __call__(self, x: Array, frame_mask: Array | None = None) -> Array:
+    """`frame_mask` [B, M, T] (AnyRes `tile_mask`): the tokens of padded tiles come out zero."""
     if x.ndim != 5:
       raise ValueError(f"MlpProjector expects media features [B, M, T, N, D], got {x.shape}")
     b, m, t, n, _ = x.shape
@@ -44,4 +45,6 @@ class MlpProjector(nn.Module):
     h = layers.dense(self.width, [P.EMBED], [P.MLP], name="fc1", **kw)(x.astype(self.dtype))
     h = layers.get_activation(self.activation)(h)
     y = layers.dense(self.width, [P.MLP], [P.EMBED], name="fc2", **kw)(h)
+    if frame_mask is not None:
+      y = y * frame_mask[..., None, None].astype(y.dtype)
     return y.reshape(b, m, t * n, self.width)

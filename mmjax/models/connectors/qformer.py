@@ -93,7 +93,9 @@ class QFormerLayer(nn.Module):
   param_dtype: layers.Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: Array, mask: Array, image: Array) -> tuple[Array, None]:
+  def __call__(self, x: Array, mask: Array, image: Array, image_mask: Optional[Array] = None
+               ) -> tuple[Array, None]:
+    """`image_mask` [B, N] (optional): False at image tokens the queries must not attend to."""
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     norm = lambda name: layers.norm_layer("layernorm", self.norm_eps, self.dtype,
                                           self.param_dtype, name=name)
@@ -103,7 +105,9 @@ class QFormerLayer(nn.Module):
         x, mask=mask[:, None]))
     q, t = x[:, :self.num_queries], x[:, self.num_queries:]
     if self.cross_attention:
-      q = norm("ln_cross")(q + layers.Attention(self.num_heads, name="cross", **kw)(q, image))
+      cross_mask = None if image_mask is None else image_mask.astype(bool)[:, None, None, :]
+      q = norm("ln_cross")(q + layers.Attention(self.num_heads, name="cross", **kw)(
+          q, image, mask=cross_mask))
     q = norm("ln_mlp_query")(q + mlp("mlp_query")(q))
     if t.shape[1]:
       t = norm("ln_mlp")(t + mlp("mlp")(t))
@@ -118,9 +122,11 @@ class QFormerGroup(nn.Module):
   layer: dict
 
   @nn.compact
-  def __call__(self, x: Array, mask: Array, image: Array) -> tuple[Array, None]:
+  def __call__(self, x: Array, mask: Array, image: Array, image_mask: Optional[Array] = None
+               ) -> tuple[Array, None]:
     for j in range(self.size):
-      x, _ = QFormerLayer(cross_attention=j == 0, name=f"layer_{j}", **self.layer)(x, mask, image)
+      x, _ = QFormerLayer(cross_attention=j == 0, name=f"layer_{j}", **self.layer)(
+          x, mask, image, image_mask)
     return x, None
 
 
@@ -156,10 +162,12 @@ class QFormer(nn.Module):
   @nn.compact
   def __call__(self, image: Array, text: Optional[Array] = None,
                text_mask: Optional[Array] = None, mode: str = "itc",
-               mask: Optional[Array] = None) -> Array:
+               mask: Optional[Array] = None, image_mask: Optional[Array] = None) -> Array:
     """image [B, N, Dv] (already LayerNormed); text [B, L] int ids; text_mask [B, L] (1 = real).
 
     `mask` [B, S, S] overrides `mode`'s mask (rows of different modes in one batch).
+    `image_mask` [B, N] (optional): image tokens the queries may attend to (padded AnyRes tiles
+    are False).
     """
     if self.cross_attention_freq < 1 or self.depth % self.cross_attention_freq:
       raise ValueError(f"qformer.bert.cross_attention_freq={self.cross_attention_freq} must "
@@ -195,8 +203,8 @@ class QFormer(nn.Module):
                  param_dtype=self.param_dtype)
     return layers.stack_layers(
         QFormerGroup, self.depth // self.cross_attention_freq, scan=self.scan, remat=self.remat,
-        name="groups", num_broadcast_args=2, size=self.cross_attention_freq,
-        layer=layer)(x, mask, image.astype(self.dtype))
+        name="groups", num_broadcast_args=3, size=self.cross_attention_freq,
+        layer=layer)(x, mask, image.astype(self.dtype), image_mask)
 
 
 class QFormerConnector(nn.Module):
@@ -214,14 +222,18 @@ class QFormerConnector(nn.Module):
   param_dtype: layers.Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: Array) -> Array:
+  def __call__(self, x: Array, frame_mask: Optional[Array] = None) -> Array:
+    """`frame_mask` [B, M, T] (AnyRes `tile_mask`): queries do not attend to padded tiles."""
     if x.ndim != 5:
       raise ValueError(f"QFormerConnector expects media features [B, M, T, N, D], got {x.shape}")
     b, m, t, n, dv = x.shape
     x = layers.norm_layer("layernorm", 1e-5, self.dtype, self.param_dtype, name="ln_vision")(
         x.astype(self.dtype).reshape(b * m, t * n, dv))
     qformer = QFormer(**dict(self.bert or {}), name="qformer")
-    hidden = qformer(x)
+    image_mask = None
+    if frame_mask is not None:
+      image_mask = jnp.repeat(frame_mask.astype(bool).reshape(b * m, t), n, axis=1)
+    hidden = qformer(x, image_mask=image_mask)
     out = layers.dense(self.width, [None], [P.EMBED], name="proj", dtype=self.dtype,
                        param_dtype=self.param_dtype)(hidden)
     return out.reshape(b, m, qformer.num_queries, self.width)

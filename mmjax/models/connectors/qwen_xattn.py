@@ -58,15 +58,16 @@ class CrossAttention(nn.Module):
   param_dtype: layers.Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, q: Array, k: Array, v: Array) -> Array:
-    """q [B, n, D], k and v [B, S, D] -> [B, n, D]."""
+  def __call__(self, q: Array, k: Array, v: Array, key_mask: Array | None = None) -> Array:
+    """q [B, n, D], k and v [B, S, D] -> [B, n, D]; `key_mask` [B, S]: False = not attended."""
     d = q.shape[-1]
     if d % self.num_heads:
       raise ValueError(f"qwen_xattn.width {d} is not divisible by num_heads {self.num_heads}")
     heads = (self.num_heads, d // self.num_heads)
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     proj = lambda name, x: layers.dense(heads, [P.EMBED], [P.HEADS, P.KV], name=name, **kw)(x)
-    out = layers.attention(proj("query", q), proj("key", k), proj("value", v))
+    mask = None if key_mask is None else key_mask.astype(bool)[:, None, None, :]
+    out = layers.attention(proj("query", q), proj("key", k), proj("value", v), mask=mask)
     out = layers.constrain(out, P.BATCH, P.LENGTH, P.HEADS, P.KV)
     return layers.dense(d, [P.HEADS, P.KV], [P.EMBED], axis=(-2, -1), name="out", **kw)(out)
 
@@ -90,7 +91,8 @@ class QwenResampler(nn.Module):
   param_dtype: layers.Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: Array) -> Array:
+  def __call__(self, x: Array, frame_mask: Array | None = None) -> Array:
+    """`frame_mask` [B, M, T] (AnyRes `tile_mask`): queries do not attend to padded tiles."""
     if x.ndim != 5:
       raise ValueError(f"QwenResampler expects media features [B, M, T, N, D], got {x.shape}")
     b, m, t, n, dv = x.shape
@@ -111,7 +113,10 @@ class QwenResampler(nn.Module):
                        (self.num_queries, d), self.param_dtype)
     q = norm("ln_q")(query.astype(self.dtype)) + pos_q
     q = jnp.broadcast_to(q, (b * m, *q.shape))
-    out = CrossAttention(self.num_heads, **kw, name="attn")(q, kv + pos_k, kv)
+    key_mask = None
+    if frame_mask is not None:
+      key_mask = jnp.repeat(frame_mask.astype(bool).reshape(b * m, t), n, axis=1)
+    out = CrossAttention(self.num_heads, **kw, name="attn")(q, kv + pos_k, kv, key_mask)
     out = norm("ln_post")(out)
     proj = self.param("proj", layers.with_axes(nn.initializers.normal(d ** -0.5), None,
                                                P.EMBED), (d, d), self.param_dtype)
