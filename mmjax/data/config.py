@@ -7,6 +7,7 @@ import ml_collections
 from mmjax.data import preprocess
 
 TASKS = ("caption", "interleaved", "vqa", "lm", "video")
+TASKS += ("vqa_class",)  # image + question `text` + answer-class `labels` (data/answers.py)
 BAD_DATA_POLICIES = ("skip", "raise")
 
 
@@ -75,6 +76,8 @@ def default_data_config(**overrides) -> ml_collections.ConfigDict:
   # shapes_interleaved: 'documents' (M3W-like) or 'episodes' (few-shot), and shots per episode.
   c.interleaved_kind = "documents"
   c.shots = 4
+  # vqa_class: classes = the most frequent answers of the train split (VQAv2 convention: 3129).
+  c.max_answers = 3129
   # Tokenizer name for callers that build it (mmjax.data.tokenizers.get_tokenizer).
   c.tokenizer = "shapes_sp"
   unknown = sorted(set(overrides) - set(c.keys()))
