@@ -55,7 +55,7 @@ def vision(preset: str) -> ml_collections.ConfigDict:
   if preset.startswith("micro"):
     return common.vit(image_size=32, patch_size=8, width=32, depth=1, num_heads=2, pool="gap",
                       class_token=False, project=False)
-  return common.vit(image_size=64, patch_size=8, width=128, depth=2, num_heads=4, pool="gap",
+  return common.vit(image_size=64, patch_size=16, width=128, depth=2, num_heads=4, pool="gap",
                     class_token=False, project=False)
 
 
@@ -69,7 +69,7 @@ def with_trainer(config: ml_collections.ConfigDict, preset: str) -> ml_collectio
                                          image_size=m.vision.image_size,
                                          text_length=m.max_length, max_answers=32)
   config = common.trainer(config, data=data, total_steps=50 if micro else 500,
-                          batch_size=16 if micro else 32, learning_rate=1e-3 if micro else 3e-4,
+                          batch_size=16 if micro else 32, learning_rate=1e-3,
                           warmup_steps=5 if micro else 50)
   # The head has exactly as many classes as the answer vocabulary.
   config.model.num_answers = config.data.get_ref("max_answers")

@@ -41,7 +41,7 @@ class MlmHead(nn.Module):
   @nn.compact
   def __call__(self, x: Array) -> Array:
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    h = layers.dense(x.shape[-1], [P.EMBED], [P.EMBED], name="transform", **kw)(x)
+    h = layers.dense(x.shape[-1], [P.EMBED], [None], name="transform", **kw)(x)
     h = layers.norm_layer("layernorm", vl_layers.BERT_NORM_EPS, name="ln", **kw)(
         layers.get_activation("gelu")(h))
     return layers.dense(self.vocab_size, [P.EMBED], [P.VOCAB], name="decoder", **kw)(h)
