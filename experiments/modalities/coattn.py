@@ -42,13 +42,13 @@ def run_stage(spec: str, workdir: str, overrides: list[str]) -> tuple[float, dic
   return time.time() - start, metrics
 
 
-def stage_overrides(steps: int, data_dir: str | None) -> list[str]:
-  """Step count, a warmup that fits it, and checkpoints only at the end."""
+def stage_overrides(steps: int, data_dir: str | None, extra: list[str]) -> list[str]:
+  """Step count, a warmup that fits it, checkpoints only at the end, then `extra` overrides."""
   out = [f"total_steps={steps}", f"optim.warmup_steps={max(1, min(20, steps // 5))}",
          f"checkpoint.every_steps={steps}", "log.every_steps=10", "log.tensorboard=False"]
   if data_dir:
     out.append(f"data.data_dir={data_dir}")
-  return out
+  return out + list(extra)
 
 
 def vqa_eval(workdir: str, num_examples: int | None) -> dict:
@@ -128,6 +128,8 @@ def main(argv=None) -> dict:
   parser.add_argument("--eval_examples", type=int, default=None,
                       help="validation scenes read by the VQA evaluation (None: all)")
   parser.add_argument("--data_dir", default=None, help="data.data_dir of every stage")
+  parser.add_argument("--override", action="append", default=[],
+                      help="config override for every stage, e.g. data.num_train=64 (repeatable)")
   parser.add_argument("--output", default=RESULTS)
   parser.add_argument("--from_json", action="store_true",
                       help="only rewrite the markdown from OUTPUT/coattn.json")
@@ -151,10 +153,10 @@ def main(argv=None) -> dict:
       vqa_dir = os.path.join(args.workdir, enc, "vqa")
       timings[f"{enc}/pretrain"], _ = run_stage(
           f"configs/{enc}.py:{args.size}", pre_dir,
-          stage_overrides(args.pretrain_steps, args.data_dir))
+          stage_overrides(args.pretrain_steps, args.data_dir, args.override))
       timings[f"{enc}/vqa"], _ = run_stage(
           f"configs/{enc}.py:{args.size}_vqa", vqa_dir,
-          stage_overrides(args.steps, args.data_dir) +
+          stage_overrides(args.steps, args.data_dir, args.override) +
           [f"init_from=('vision={pre_dir}:vision', 'encoder={pre_dir}:encoder')"])
       results[enc] = {"pretrain": pretrain_eval(pre_dir, 4),
                       "vqa": vqa_eval(vqa_dir, args.eval_examples)}
@@ -166,7 +168,7 @@ def main(argv=None) -> dict:
         parser.error(f"--baselines {enc} needs {enc} in --encoders (its pre-trained weights)")
       timings[f"{enc}/vqa_blind"], _ = run_stage(
           f"configs/{enc}.py:{args.size}_vqa", blind_dir,
-          stage_overrides(args.steps, args.data_dir) + [
+          stage_overrides(args.steps, args.data_dir, args.override) + [
               "model.blind=True",
               f"init_from=('vision={pre_dir}:vision', 'encoder={pre_dir}:encoder')"])
       results[f"{enc}_blind"] = {"vqa": vqa_eval(blind_dir, args.eval_examples)}
