@@ -15,7 +15,7 @@ PRESETS = ("tiny", "micro", "tiny_vqa", "micro_vqa")
 
 
 def model(family: str, **overrides) -> ml_collections.ConfigDict:
-  """Fields every vision-language encoder family has (encoder shape fields come from `overrides`)."""
+  """Fields every vision-language encoder family has (encoder shapes come from `overrides`)."""
   c = ml_collections.ConfigDict()
   # Registered model family (vilbert, lxmert, visualbert).
   c.family = family

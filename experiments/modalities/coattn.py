@@ -10,7 +10,8 @@ language modelling + image-text matching on shapes captions; (2) fine-tune
 and encoder initialised from (1); (3) evaluate with the `vqa_class` evaluator on every question
 of the validation scenes. The baseline is the same VQA model from the same pre-trained weights,
 fine-tuned with `model.blind=True` (images replaced by zeros: a question-only classifier);
-`--baselines` names which encoders get one (default: visualbert, to fit the time budget). Each stage resumes in its own sub-directory.
+`--baselines` names which encoders get one (default: visualbert, to fit the time budget). Each
+stage resumes in its own sub-directory.
 """
 
 from __future__ import annotations
@@ -35,7 +36,11 @@ RESULTS = os.path.join(REPO, "experiments", "results", "modalities")
 
 
 def run_stage(spec: str, workdir: str, overrides: list[str]) -> tuple[float, dict]:
-  """Trains `spec` in `workdir` (resuming; a finished run returns at once): (seconds, metrics)."""
+  """Trains `spec` in `workdir` (resuming): (seconds, metrics); (0, {}) when the workdir already
+  holds the final step's checkpoint (the trainer would still build and compile its step)."""
+  steps = [o.split("=", 1)[1] for o in overrides if o.startswith("total_steps=")]
+  if steps and os.path.isdir(os.path.join(workdir, "checkpoints", steps[-1])):
+    return 0.0, {}
   start = time.time()
   config = config_lib.load_config(spec, overrides)
   metrics = train.train_and_evaluate(config, workdir)
@@ -67,6 +72,22 @@ def pretrain_eval(workdir: str, batches: int) -> dict:
   evals = ml_collections.ConfigDict({"pretrain": dict(type="loss", split="validation",
                                                       num_batches=batches)})
   return {"step": step, **evaluate.evaluate(config, params, evals, workdir)}
+
+
+def cached(path: str, compute, *workdirs: str) -> dict:
+  """`compute()`, saved at `path` and reused while the `workdirs`' newest checkpoints are the
+  ones it evaluated (so invocations that trained different encoders in parallel combine cheaply)."""
+  key = [sorted(int(n) for n in os.listdir(os.path.join(w, "checkpoints")) if n.isdigit())
+         for w in workdirs]
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      saved = json.load(f)
+    if saved.get("checkpoints") == key:
+      return saved["results"]
+  results = compute()
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump({"checkpoints": key, "results": results}, f, indent=1, sort_keys=True)
+  return results
 
 
 def rows_of(results: dict) -> list[dict]:
@@ -158,8 +179,10 @@ def main(argv=None) -> dict:
           f"configs/{enc}.py:{args.size}_vqa", vqa_dir,
           stage_overrides(args.steps, args.data_dir, args.override) +
           [f"init_from=('vision={pre_dir}:vision', 'encoder={pre_dir}:encoder')"])
-      results[enc] = {"pretrain": pretrain_eval(pre_dir, 4),
-                      "vqa": vqa_eval(vqa_dir, args.eval_examples)}
+      results[enc] = cached(
+          os.path.join(args.workdir, enc, f"eval_{args.eval_examples}.json"),
+          lambda: {"pretrain": pretrain_eval(pre_dir, 4),
+                   "vqa": vqa_eval(vqa_dir, args.eval_examples)}, pre_dir, vqa_dir)
     baselines = [e for e in args.baselines.split(",") if e]
     for enc in baselines:
       blind_dir = os.path.join(args.workdir, enc, "vqa_blind")
@@ -171,7 +194,9 @@ def main(argv=None) -> dict:
           stage_overrides(args.steps, args.data_dir, args.override) + [
               "model.blind=True",
               f"init_from=('vision={pre_dir}:vision', 'encoder={pre_dir}:encoder')"])
-      results[f"{enc}_blind"] = {"vqa": vqa_eval(blind_dir, args.eval_examples)}
+      results[f"{enc}_blind"] = cached(
+          os.path.join(args.workdir, enc, f"eval_blind_{args.eval_examples}.json"),
+          lambda: {"vqa": vqa_eval(blind_dir, args.eval_examples)}, blind_dir)
     if baselines:
       results["baseline"] = {"encoder": baselines[0], **results[f"{baselines[0]}_blind"]}
     kinds = sorted({k.split("accuracy_")[1] for r in results.values() if "vqa" in r

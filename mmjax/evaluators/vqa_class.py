@@ -6,7 +6,8 @@ and per question kind) and with the VQAv2 metric against the annotators' answers
 
 Fields: split, dataset ('shapes'), num_examples (records; None = all), batch_size (64).
 Baseline: the most frequent training answer (the answer vocabulary's first class). The
-question-only baseline is a model trained with `model.blind=True` (experiments/modalities/coattn.py).
+question-only baseline is a model trained with `model.blind=True`
+(experiments/modalities/coattn.py).
 Unlike the `vqa_class` pipeline rows (one question per record), this reads every question.
 """
 
