@@ -120,7 +120,8 @@ def report(saved: dict) -> str:
   """Markdown: command, wall time, the table, per-kind accuracies."""
   lines = ["# Pre-LLM vision-language encoders: VQA on `shapes` vs a text-only baseline", "",
            f"Command: `{saved['command']}`", "",
-           f"Wall time: {saved['wall_s'] / 60:.1f} min (all stages of this invocation).", "",
+           f"Wall time: {saved['wall_s'] / 60:.1f} min (training and evaluation of every stage; "
+           "with --prior_wall_s, including the earlier invocations whose stages it reused).", "",
            "| model | metric | value | baseline | baseline value | beats |",
            "|---|---|---|---|---|---|"]
   for row in saved["rows"]:
@@ -134,6 +135,8 @@ def report(saved: dict) -> str:
     lines.append(f"| {name} | " + " | ".join(
         f"{vqa.get(f'vqa/accuracy_{k}', float('nan')):.3f}" for k in saved.get("kinds", [])) + " |")
   lines += ["", "Setup: " + saved.get("setup", "")]
+  if saved.get("note"):
+    lines += ["", "Reading: " + saved["note"]]
   return "\n".join(lines) + "\n"
 
 
@@ -151,6 +154,10 @@ def main(argv=None) -> dict:
   parser.add_argument("--data_dir", default=None, help="data.data_dir of every stage")
   parser.add_argument("--override", action="append", default=[],
                       help="config override for every stage, e.g. data.num_train=64 (repeatable)")
+  parser.add_argument("--prior_wall_s", type=float, default=0.0,
+                      help="wall seconds of earlier invocations whose stages this one reuses "
+                           "(e.g. encoders trained in parallel), added to wall_s")
+  parser.add_argument("--note", default="", help="how to read this run's numbers (in the report)")
   parser.add_argument("--output", default=RESULTS)
   parser.add_argument("--from_json", action="store_true",
                       help="only rewrite the markdown from OUTPUT/coattn.json")
@@ -201,11 +208,12 @@ def main(argv=None) -> dict:
       results["baseline"] = {"encoder": baselines[0], **results[f"{baselines[0]}_blind"]}
     kinds = sorted({k.split("accuracy_")[1] for r in results.values() if "vqa" in r
                     for k in r["vqa"] if "/accuracy_" in k})
-    saved = {"component": NAME, "command": command, "wall_s": time.time() - start,
+    saved = {"component": NAME, "command": command,
+             "wall_s": time.time() - start + args.prior_wall_s,
              "rows": rows_of(results), "results": {k: v for k, v in results.items()
                                                    if k != "baseline"},
              "baseline": results.get("baseline", {}).get("encoder"),
-             "timings_s": timings, "kinds": kinds,
+             "timings_s": timings, "kinds": kinds, "note": args.note,
              "setup": (f"configs/<family>.py:{args.size} pre-trained {args.pretrain_steps} steps "
                        f"(MLM + ITM on shapes captions), then :{args.size}_vqa {args.steps} steps "
                        "from it; regions = ViT patch tokens (grid-cell boxes), not detector "
