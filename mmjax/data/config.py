@@ -9,6 +9,7 @@ from mmjax.data import conversation, frames, mixing, preprocess
 TASKS = ("caption", "interleaved", "vqa", "lm", "video")
 TASKS += ("video_qa",)  # Video question answering rows (a task, so a mixture can hold both).
 TASKS += ("chat",)  # Conversations (mmjax/data/conversation.py).
+TASKS += ("vqa_class",)  # image + question `text` + answer-class `labels` (data/answers.py)
 BAD_DATA_POLICIES = ("skip", "raise")
 
 
@@ -99,6 +100,8 @@ def default_data_config(**overrides) -> ml_collections.ConfigDict:
   c.chat_template = "chatml"
   c.chain_of_thought = False
   c.pack_conversations = 1
+  # vqa_class: classes = the most frequent answers of the train split (VQAv2 convention: 3129).
+  c.max_answers = 3129
   # Tokenizer name for callers that build it (mmjax.data.tokenizers.get_tokenizer).
   c.tokenizer = "shapes_sp"
   # AnyRes / Monkey tiling (mmjax/data/anyres.py) of caption/vqa media rows (needs as_media):

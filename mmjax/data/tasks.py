@@ -7,6 +7,8 @@ under `on_bad_example='skip'`, a marker `{BAD_KEY: message}` that the iterator d
 Supported (dataset, task) pairs are in `SUPPORTED`; text formats:
   caption      [BOS] caption [EOS]                (loss on caption + EOS); `text` is CLIP-style
   vqa          [BOS] Question: q Answer: | a [EOS] (loss on the answer + EOS)
+  vqa_class    `image`, `text` = [BOS] q [EOS] (padded), `labels` = the answer's index in the train
+               split's answer vocabulary, -1 outside it (answers.py; VQA as classification)
   lm           [BOS] all captions and Q/A of the record (`text` of the text dataset) [EOS]
                (loss on everything after BOS)
   interleaved  [BOS] preamble (<image> chunk <|endofchunk|>)* [EOS]   (see packing.py)
@@ -28,6 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
+from mmjax.data import answers as answers_lib
 from mmjax.data import frames as frames_lib
 from mmjax.data import anyres, audio_world, conversation, packing, preprocess
 from mmjax.data import tokenizers as tok_lib
@@ -61,6 +64,9 @@ SUPPORTED = {
     "mmc4": ("interleaved", "lm"),
     "obelics": ("interleaved", "lm"),
 }
+# VQA as classification over an answer vocabulary (ViLBERT / LXMERT / VisualBERT heads).
+for _name in ("shapes", "vqav2", "okvqa", "gqa", "textvqa"):
+  SUPPORTED[_name] += ("vqa_class",)
 # Datasets whose records are `image` + `captions` (the first caption is the evaluation one).
 CAPTIONED = ("emoji", "tuxpaint", "fashion_mnist")
 # Record form of each user-supplied dataset -> the ExampleProcessor method that reads it.
@@ -142,6 +148,9 @@ class ExampleProcessor:
       self.template = conversation.get_template(config.get("chat_template", "chatml"))
       self.chat_ids = conversation.chat_ids(tokenizer)
       self.cot = bool(config.get("chain_of_thought", False))
+    if task == "vqa_class":
+      vocab = answers_lib.answer_vocab(dataset, config)
+      self.answer_index = {a: k for k, a in enumerate(vocab)}
 
   # ---- entry point ------------------------------------------------------------------------------
   def __call__(self, index: int, tagged: tuple[int, dict] | list[tuple[int, dict]]) -> dict:
@@ -276,6 +285,8 @@ class ExampleProcessor:
       questions, answers = _texts(r["questions"], "questions"), _texts(r["answer"], "answer")
       i = self._choose(len(questions), rng)
       return self._qa_row(f"Question: {questions[i]} Answer:", answers[i], r["image"], rng)
+    if self.task == "vqa_class":
+      return self._vqa_class_row(r, rng)
     return self._caption_row(captions, r["image"], rng)
 
   def _caption_row(self, captions: Sequence[str], blob: bytes, rng) -> dict:
@@ -293,6 +304,18 @@ class ExampleProcessor:
     image = (self._tiles(blob, [prompt, target], rng) if self.grids else
              self._images([blob], "image", [prompt, target], rng))
     return self._single(image, prompt, " " + target)
+
+  def _vqa_class_row(self, r: dict, rng) -> dict:
+    """vqa_class row: one question (sampled in training, the first at evaluation) as `text`,
+    its canonical answer's class index as `labels`."""
+    questions, answers = _texts(r["questions"], "questions"), _texts(r["answer"], "answer")
+    if len(questions) != len(answers):
+      raise preprocess.BadExample("answer", f"{len(answers)} answers for {len(questions)} "
+                                  "questions")
+    i = self._choose(len(questions), rng)
+    image = self._images([r["image"]], "image", [questions[i], answers[i]], rng)
+    return {"image": image[0], "text": self.tok.pad_ids([questions[i]], self.length)[0],
+            "labels": np.int32(answers_lib.answer_label(self.answer_index, answers[i]))}
 
   def _captioned(self, r: dict, rng) -> dict:
     """`image` + `captions` records (offline real data and user-supplied caption sets)."""
@@ -335,6 +358,8 @@ class ExampleProcessor:
                                   "questions")
     if self.task == "lm":
       return self._lm_row([f"Question: {q} Answer: {a}" for q, a in zip(questions, answers)])
+    if self.task == "vqa_class":
+      return self._vqa_class_row(r, rng)
     i = self._choose(len(questions), rng)
     return self._qa_row(f"Question: {questions[i]} Answer:", answers[i], r["image"], rng)
 

@@ -1,0 +1,233 @@
+"""VQA accuracy of the pre-LLM vision-language encoders (ViLBERT, LXMERT, VisualBERT) on `shapes`
+beside a text-only baseline, into experiments/results/modalities/coattn.{json,md}.
+
+    python experiments/modalities/coattn.py [--workdir /tmp/mmjax_coattn] [--pretrain_steps 100]
+                                            [--steps 150] [--size tiny]
+
+Per encoder, through the one trainer: (1) pre-train `configs/<family>.py:<size>` with masked
+language modelling + image-text matching on shapes captions; (2) fine-tune
+`configs/<family>.py:<size>_vqa` (answer classifier over the train split's answers) with the ViT
+and encoder initialised from (1); (3) evaluate with the `vqa_class` evaluator on every question
+of the validation scenes. The baseline is the same VQA model from the same pre-trained weights,
+fine-tuned with `model.blind=True` (images replaced by zeros: a question-only classifier);
+`--baselines` names which encoders get one (default: visualbert, to fit the time budget). Each
+stage resumes in its own sub-directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, REPO)
+
+# pylint: disable=wrong-import-position
+import ml_collections  # noqa: E402
+
+from mmjax import config_lib, evaluate, restore, train  # noqa: E402
+
+NAME = "coattn"
+ENCODERS = ("vilbert", "lxmert", "visualbert")
+RESULTS = os.path.join(REPO, "experiments", "results", "modalities")
+
+
+def run_stage(spec: str, workdir: str, overrides: list[str]) -> tuple[float, dict]:
+  """Trains `spec` in `workdir` (resuming): (seconds, metrics); (0, {}) when the workdir already
+  holds the final step's checkpoint (the trainer would still build and compile its step)."""
+  steps = [o.split("=", 1)[1] for o in overrides if o.startswith("total_steps=")]
+  if steps and os.path.isdir(os.path.join(workdir, "checkpoints", steps[-1])):
+    return 0.0, {}
+  start = time.time()
+  config = config_lib.load_config(spec, overrides)
+  metrics = train.train_and_evaluate(config, workdir)
+  return time.time() - start, metrics
+
+
+def stage_overrides(steps: int, data_dir: str | None, extra: list[str]) -> list[str]:
+  """Step count, a warmup that fits it, checkpoints only at the end, then `extra` overrides."""
+  out = [f"total_steps={steps}", f"optim.warmup_steps={max(1, min(20, steps // 5))}",
+         f"checkpoint.every_steps={steps}", "log.every_steps=10", "log.tensorboard=False"]
+  if data_dir:
+    out.append(f"data.data_dir={data_dir}")
+  return out + list(extra)
+
+
+def vqa_eval(workdir: str, num_examples: int | None) -> dict:
+  """The vqa_class evaluator on the newest checkpoint of `workdir` (validation scenes)."""
+  config = restore.load_run_config(workdir)
+  params, step = restore.load_params(workdir)
+  evals = ml_collections.ConfigDict({"vqa": dict(type="vqa_class", split="validation",
+                                                 num_examples=num_examples)})
+  return {"step": step, **evaluate.evaluate(config, params, evals, workdir)}
+
+
+def pretrain_eval(workdir: str, batches: int) -> dict:
+  """MLM and ITM accuracy on validation captions (a fixed corruption; chance ITM is 0.5)."""
+  config = restore.load_run_config(workdir)
+  params, step = restore.load_params(workdir)
+  evals = ml_collections.ConfigDict({"pretrain": dict(type="loss", split="validation",
+                                                      num_batches=batches)})
+  return {"step": step, **evaluate.evaluate(config, params, evals, workdir)}
+
+
+def cached(path: str, compute, *workdirs: str) -> dict:
+  """`compute()`, saved at `path` and reused while the `workdirs`' newest checkpoints are the
+  ones it evaluated (so invocations that trained different encoders in parallel combine cheaply)."""
+  key = [sorted(int(n) for n in os.listdir(os.path.join(w, "checkpoints")) if n.isdigit())
+         for w in workdirs]
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      saved = json.load(f)
+    if saved.get("checkpoints") == key:
+      return saved["results"]
+  results = compute()
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump({"checkpoints": key, "results": results}, f, indent=1, sort_keys=True)
+  return results
+
+
+def rows_of(results: dict) -> list[dict]:
+  """The combined table's rows: VQA accuracy vs the text-only baseline and the most frequent
+  answer, ITM accuracy vs chance."""
+  rows = []
+  base = results.get("baseline", {})
+  for enc in ENCODERS:
+    if enc not in results:
+      continue
+    r = results[enc]
+    acc = r["vqa"]["vqa/accuracy"]
+    if base:
+      rows.append(dict(model=enc, metric="VQA accuracy (shapes validation, all questions)",
+                       value=acc, baseline=f"text-only {base['encoder']} (blind images)",
+                       baseline_value=base["vqa"]["vqa/accuracy"],
+                       beats_baseline=bool(acc > base["vqa"]["vqa/accuracy"])))
+    most = r["vqa"]["vqa/baseline_most_frequent"]
+    rows.append(dict(model=enc, metric="VQA accuracy (shapes validation, all questions)",
+                     value=acc, baseline="most frequent answer", baseline_value=most,
+                     beats_baseline=bool(acc > most)))
+    itm = r["pretrain"]["pretrain/itm_accuracy"]
+    rows.append(dict(model=enc, metric="ITM accuracy after pre-training (validation captions)",
+                     value=itm, baseline="chance", baseline_value=0.5,
+                     beats_baseline=bool(itm > 0.5)))
+  return rows
+
+
+def report(saved: dict) -> str:
+  """Markdown: command, wall time, the table, per-kind accuracies."""
+  lines = ["# Pre-LLM vision-language encoders: VQA on `shapes` vs a text-only baseline", "",
+           f"Command: `{saved['command']}`", "",
+           f"Wall time: {saved['wall_s'] / 60:.1f} min (training and evaluation of every stage; "
+           "with --prior_wall_s, including the earlier invocations whose stages it reused).", "",
+           "| model | metric | value | baseline | baseline value | beats |",
+           "|---|---|---|---|---|---|"]
+  for row in saved["rows"]:
+    lines.append(f"| {row['model']} | {row['metric']} | {row['value']:.3f} | {row['baseline']} "
+                 f"| {row['baseline_value']:.3f} | {'yes' if row['beats_baseline'] else 'no'} |")
+  lines += ["", "Per question kind (exact accuracy):", "",
+            "| model | " + " | ".join(saved.get("kinds", [])) + " |",
+            "|---|" + "---|" * len(saved.get("kinds", []))]
+  for name, r in saved["results"].items():
+    vqa = r["vqa"]
+    lines.append(f"| {name} | " + " | ".join(
+        f"{vqa.get(f'vqa/accuracy_{k}', float('nan')):.3f}" for k in saved.get("kinds", [])) + " |")
+  lines += ["", "Setup: " + saved.get("setup", "")]
+  if saved.get("note"):
+    lines += ["", "Reading: " + saved["note"]]
+  return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> dict:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--workdir", default="/tmp/mmjax_coattn")
+  parser.add_argument("--pretrain_steps", type=int, default=100)
+  parser.add_argument("--steps", type=int, default=150, help="VQA fine-tuning steps")
+  parser.add_argument("--size", default="tiny", choices=("tiny", "micro"))
+  parser.add_argument("--encoders", default=",".join(ENCODERS))
+  parser.add_argument("--baselines", default="visualbert",
+                      help="encoders that also train a blind (text-only) VQA twin")
+  parser.add_argument("--eval_examples", type=int, default=None,
+                      help="validation scenes read by the VQA evaluation (None: all)")
+  parser.add_argument("--data_dir", default=None, help="data.data_dir of every stage")
+  parser.add_argument("--override", action="append", default=[],
+                      help="config override for every stage, e.g. data.num_train=64 (repeatable)")
+  parser.add_argument("--prior_wall_s", type=float, default=0.0,
+                      help="wall seconds of earlier invocations whose stages this one reuses "
+                           "(e.g. encoders trained in parallel), added to wall_s")
+  parser.add_argument("--note", default="", help="how to read this run's numbers (in the report)")
+  parser.add_argument("--output", default=RESULTS)
+  parser.add_argument("--from_json", action="store_true",
+                      help="only rewrite the markdown from OUTPUT/coattn.json")
+  args = parser.parse_args(argv)
+  json_path = os.path.join(args.output, f"{NAME}.json")
+  command = ("python experiments/modalities/coattn.py " +
+             " ".join(a for a in (argv if argv is not None else sys.argv[1:])
+                      if a != "--from_json")).strip()
+  if args.from_json:
+    with open(json_path, encoding="utf-8") as f:
+      saved = json.load(f)
+  else:
+    start = time.time()
+    encoders = [e for e in args.encoders.split(",") if e]
+    unknown = sorted(set(encoders) - set(ENCODERS))
+    if unknown:
+      parser.error(f"unknown --encoders {unknown}; choose from {ENCODERS}")
+    results, timings = {}, {}
+    for enc in encoders:
+      pre_dir = os.path.join(args.workdir, enc, "pretrain")
+      vqa_dir = os.path.join(args.workdir, enc, "vqa")
+      timings[f"{enc}/pretrain"], _ = run_stage(
+          f"configs/{enc}.py:{args.size}", pre_dir,
+          stage_overrides(args.pretrain_steps, args.data_dir, args.override))
+      timings[f"{enc}/vqa"], _ = run_stage(
+          f"configs/{enc}.py:{args.size}_vqa", vqa_dir,
+          stage_overrides(args.steps, args.data_dir, args.override) +
+          [f"init_from=('vision={pre_dir}:vision', 'encoder={pre_dir}:encoder')"])
+      results[enc] = cached(
+          os.path.join(args.workdir, enc, f"eval_{args.eval_examples}.json"),
+          lambda: {"pretrain": pretrain_eval(pre_dir, 4),
+                   "vqa": vqa_eval(vqa_dir, args.eval_examples)}, pre_dir, vqa_dir)
+    baselines = [e for e in args.baselines.split(",") if e]
+    for enc in baselines:
+      blind_dir = os.path.join(args.workdir, enc, "vqa_blind")
+      pre_dir = os.path.join(args.workdir, enc, "pretrain")
+      if not os.path.isdir(pre_dir):
+        parser.error(f"--baselines {enc} needs {enc} in --encoders (its pre-trained weights)")
+      timings[f"{enc}/vqa_blind"], _ = run_stage(
+          f"configs/{enc}.py:{args.size}_vqa", blind_dir,
+          stage_overrides(args.steps, args.data_dir, args.override) + [
+              "model.blind=True",
+              f"init_from=('vision={pre_dir}:vision', 'encoder={pre_dir}:encoder')"])
+      results[f"{enc}_blind"] = cached(
+          os.path.join(args.workdir, enc, f"eval_blind_{args.eval_examples}.json"),
+          lambda: {"vqa": vqa_eval(blind_dir, args.eval_examples)}, blind_dir)
+    if baselines:
+      results["baseline"] = {"encoder": baselines[0], **results[f"{baselines[0]}_blind"]}
+    kinds = sorted({k.split("accuracy_")[1] for r in results.values() if "vqa" in r
+                    for k in r["vqa"] if "/accuracy_" in k})
+    saved = {"component": NAME, "command": command,
+             "wall_s": time.time() - start + args.prior_wall_s,
+             "rows": rows_of(results), "results": {k: v for k, v in results.items()
+                                                   if k != "baseline"},
+             "baseline": results.get("baseline", {}).get("encoder"),
+             "timings_s": timings, "kinds": kinds, "note": args.note,
+             "setup": (f"configs/<family>.py:{args.size} pre-trained {args.pretrain_steps} steps "
+                       f"(MLM + ITM on shapes captions), then :{args.size}_vqa {args.steps} steps "
+                       "from it; regions = ViT patch tokens (grid-cell boxes), not detector "
+                       "regions; text-only baseline = the same VQA config and pre-trained weights "
+                       "fine-tuned with model.blind=True (every image zeroed) for the same steps.")}
+    os.makedirs(args.output, exist_ok=True)
+    with open(json_path, "w", encoding="utf-8") as f:
+      json.dump(saved, f, indent=1, sort_keys=True)
+  text = report(saved)
+  with open(os.path.join(args.output, f"{NAME}.md"), "w", encoding="utf-8") as f:
+    f.write(text)
+  print(text)
+  return saved
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,38 @@
+"""experiments/modalities/coattn.py end to end at micro size with 2 steps per stage: pre-training,
+VQA fine-tuning from it, and the JSON/markdown report the coordinator reads (the text-only twin is
+the same VQA stage with model.blind=True, left out here to save a compilation; test_vl_encoders
+checks `blind`). No accuracy is asserted (two steps learn nothing)."""
+
+import json
+import os
+import sys
+
+EXP_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "experiments", "modalities")
+sys.path.insert(0, EXP_DIR)
+
+import coattn  # noqa: E402  pylint: disable=wrong-import-position,import-error
+
+
+def test_coattn_smoke(tmp_path):
+  out = tmp_path / "out"
+  saved = coattn.main(["--size", "micro", "--encoders", "lxmert", "--baselines", "",
+                       "--pretrain_steps", "2", "--steps", "2", "--eval_examples", "16",
+                       "--workdir", str(tmp_path / "runs"), "--data_dir", str(tmp_path / "data"),
+                       "--override", "data.num_train=32", "--override", "data.num_eval=16",
+                       "--output", str(out)])
+  on_disk = json.loads((out / "coattn.json").read_text())
+  assert on_disk["component"] == "coattn" and on_disk["wall_s"] > 0
+  assert on_disk["command"].startswith("python experiments/modalities/coattn.py")
+  rows = on_disk["rows"]
+  assert [r["baseline"] for r in rows] == ["most frequent answer", "chance"]
+  for row in rows:
+    assert {"model", "metric", "value", "baseline", "baseline_value", "beats_baseline"} <= set(row)
+    assert 0.0 <= row["value"] <= 1.0 and isinstance(row["beats_baseline"], bool)
+  vqa = saved["results"]["lxmert"]["vqa"]
+  # Every question of the 16 validation scenes is asked (each scene has 2-8 of them).
+  assert 16 * 2 <= vqa["vqa/num_questions"] <= 16 * 8
+  assert "| lxmert | VQA accuracy" in (out / "coattn.md").read_text()
+  # --from_json rewrites the markdown alone.
+  again = coattn.main(["--from_json", "--output", str(out)])
+  assert again["rows"] == rows
