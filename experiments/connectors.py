@@ -25,6 +25,7 @@ import statistics
 import sys
 import time
 
+import jax
 import ml_collections
 import numpy as np
 
@@ -63,16 +64,11 @@ def param_counts(workdir: str) -> tuple[int, int, int]:
   config = restore.load_run_config(workdir)
   fam = family_lib.build(config.model)
   params, _ = restore.load_params(workdir)
-  sizes = [int(np.size(x)) for x in _leaves(params)]
-  mask = [bool(m) for m in _leaves(fam.trainable_mask(params))]
+  sizes = [int(np.size(x)) for x in jax.tree.leaves(params)]
+  mask = [bool(m) for m in jax.tree.leaves(fam.trainable_mask(params))]
   size = config.model.vision.image_size
   tokens = fam.tokens_per_media((1, 1, 1, size, size, 3))
   return sum(s for s, m in zip(sizes, mask) if m), sum(sizes), int(tokens)
-
-
-def _leaves(tree):
-  import jax  # pylint: disable=import-outside-toplevel
-  return jax.tree.leaves(tree)
 
 
 def step_time(workdir: str) -> float:
@@ -93,21 +89,19 @@ def ensure_clip(clip_dir: str, steps: int, overrides: tuple[str, ...] = (),
                 preset: str = "tiny") -> float:
   """Stage 1: reuses a CLIP checkpoint in `clip_dir`, else trains configs/clip.py:PRESET there
   (`steps`, then `overrides`); seconds spent."""
-  try:
-    restore.resolve_checkpoint(clip_dir)
-    checkpoints = os.path.join(clip_dir, "checkpoints")
-    if any(n.isdigit() for n in os.listdir(checkpoints)):
-      return 0.0
-  except (FileNotFoundError, NotADirectoryError):
-    pass
-  return evaluate_tiny.run_stage(f"configs/clip.py:{preset}", clip_dir, [f"total_steps={steps}", *overrides])
+  checkpoints = os.path.join(clip_dir, "checkpoints")
+  if os.path.isdir(checkpoints) and any(n.isdigit() for n in os.listdir(checkpoints)):
+    return 0.0
+  return evaluate_tiny.run_stage(f"configs/clip.py:{preset}", clip_dir,
+                                 [f"total_steps={steps}", *overrides])
 
 
 def run_row(connector: str, fusion: str, args, clip_dir: str) -> dict:
   """Trains and evaluates one connector x fusion row; its JSON record."""
   workdir = os.path.join(args.workdir, f"{connector}_{fusion}")
-  train_s = evaluate_tiny.run_stage(f"configs/flamingo.py:{args.preset}", workdir, combo_overrides(
-      connector, fusion, args.steps, clip_dir, tuple(args.override)), evals={})
+  overrides = combo_overrides(connector, fusion, args.steps, clip_dir, tuple(args.override))
+  train_s = evaluate_tiny.run_stage(f"configs/flamingo.py:{args.preset}", workdir, overrides,
+                                    evals={})  # evaluated below, once
   start = time.time()
   r = evaluate_tiny.evaluate_workdir(workdir, eval_suite(args.eval_examples, args.max_new_tokens))
   trainable, total, tokens = param_counts(workdir)
@@ -149,7 +143,9 @@ def report(saved: dict) -> str:
         f"{r['trainable_params']:,} | {r['step_time_s']:.3f} | {r['vqa']:.3f} / "
         f"{r['vqa_blank']:.3f} | {r['cider']:.3f} / {r['cider_blank']:.3f} | {beats(r)} |")
   if rows:
-    lines += ["", f"VQA most-frequent-answer baseline: {rows[0]['vqa_most_frequent']:.3f}."]
+    won = sum(beats(r) == "yes" for r in rows)
+    lines += ["", f"Rows that beat their no-image twin on both metrics: {won} of {len(rows)}. "
+              f"VQA most-frequent-answer baseline: {rows[0]['vqa_most_frequent']:.3f}."]
   if saved.get("notes"):
     lines += ["", saved["notes"]]
   return "\n".join(lines) + "\n"
