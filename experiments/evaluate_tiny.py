@@ -20,6 +20,8 @@ import os
 import sys
 import time
 
+import ml_collections
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
@@ -53,23 +55,33 @@ ROWS = {
 }
 
 
-def run_stage(spec: str, workdir: str, overrides: list[str]) -> float:
-  """Trains `spec` in `workdir` (resuming; a finished run returns at once); seconds taken."""
+def run_stage(spec: str, workdir: str, overrides: list[str], evals=None) -> float:
+  """Trains `spec` in `workdir` (resuming; a finished run returns at once); seconds taken.
+  `evals` replaces the config's training-time evaluators (an empty dict: none, for sweeps that
+  evaluate afterwards)."""
   start = time.time()
   config = config_lib.load_config(spec, overrides)
+  if evals is not None:
+    config.evals = ml_collections.ConfigDict(evals)
   train.train_and_evaluate(config, workdir)
   return time.time() - start
 
 
 def evaluate_suite(workdir: str, family: str, size: str) -> dict:
   """The shapes suite on the newest checkpoint of `workdir`."""
+  return evaluate_workdir(workdir, suites.get_suite("shapes", family, size),
+                          max_len=512 if family == "flamingo" else None)
+
+
+def evaluate_workdir(workdir: str, evals, max_len: int | None = None) -> dict:
+  """`evals` (name -> evaluator config) on the newest checkpoint of `workdir`, with its step.
+  `max_len` widens the LM context: few-shot prompts of 4+ images need more positions than
+  training used, and rotary positions have no table, so it grows without new parameters."""
   config = restore.load_run_config(workdir)
-  if family == "flamingo":
-    # Few-shot prompts of 4+ images need more positions than training used; rotary positions
-    # have no table, so the context grows without new parameters.
-    config.model.lm.max_len = 512
+  if max_len is not None:
+    config.model.lm.max_len = max_len
   params, step = restore.load_params(workdir)
-  results = evaluate.evaluate(config, params, suites.get_suite("shapes", family, size), workdir)
+  results = evaluate.evaluate(config, params, evals, workdir)
   return {"step": step, **results}
 
 

@@ -1,0 +1,72 @@
+"""experiments/connectors.py end to end at micro size: the CLIP stage trains when its workdir is
+empty, two connector x fusion rows train from its frozen tower for 2 steps, the evaluation fills
+every column of the JSON and the markdown, a second invocation keeps the finished rows, and
+--from_json rewrites the same table. No metric value is asserted (2 steps learn nothing)."""
+
+import json
+import os
+import sys
+
+import pytest
+
+EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "experiments")
+sys.path.insert(0, EXPERIMENTS)
+
+import connectors  # noqa: E402  pylint: disable=wrong-import-position,import-error
+
+# The micro CLIP tower resized to the micro Flamingo's (16 px, one layer, MLP 64) so init_from
+# fits, on the micro Flamingo's dataset (16 px, 512 scenes: no second dataset to generate).
+CLIP_MICRO = ["model.vision.image_size=16", "model.vision.depth=1", "model.vision.mlp_dim=64",
+              "data.image_size=16", "data.num_train=512", "optim.warmup_steps=1"]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+  root = tmp_path_factory.mktemp("connectors")
+  args = ["--preset", "micro", "--workdir", str(root / "runs"), "--steps", "2",
+          "--override", "optim.warmup_steps=1", "--connectors", "qformer",
+          "--fusions", "xattn,decoder_only", "--clip_steps", "2", "--eval_examples", "2",
+          "--max_new_tokens", "4", "--output", str(root / "out")]
+  for item in CLIP_MICRO:
+    args += ["--clip_override", item]
+  assert connectors.main(args) == 0
+  return root, args
+
+
+def test_rows_have_every_column(sweep):
+  root, _ = sweep
+  saved = json.loads((root / "out" / "connectors.json").read_text())
+  assert [(r["connector"], r["fusion"]) for r in saved["rows"]] == [
+      ("qformer", "xattn"), ("qformer", "decoder_only")]
+  assert saved["clip_train_s"] > 0  # the empty CLIP workdir was trained
+  for row in saved["rows"]:
+    assert row["step"] == 2
+    assert row["tokens_per_image"] == 8  # micro Q-Former: bert.num_queries
+    assert 0 < row["trainable_params"] < row["total_params"]  # the CLIP tower is frozen
+    assert row["step_time_s"] > 0
+    for key in ("vqa", "vqa_blank", "cider", "cider_blank"):
+      assert row[key] >= 0
+  xattn, spliced = saved["rows"]
+  # Decoder-only drops the gated blocks: fewer trainable parameters, same connector.
+  assert spliced["trainable_params"] < xattn["trainable_params"]
+  text = (root / "out" / "connectors.md").read_text()
+  assert "| qformer | decoder_only | 8 |" in text
+  assert text.count("| qformer |") == 2
+
+
+def test_rerun_keeps_rows_and_from_json_rewrites_the_table(sweep):
+  root, args = sweep
+  md = root / "out" / "connectors.md"
+  before = json.loads((root / "out" / "connectors.json").read_text())["rows"]
+  assert connectors.main(args) == 0  # finished rows are reused, not re-run
+  assert json.loads((root / "out" / "connectors.json").read_text())["rows"] == before
+  table = md.read_text()
+  md.unlink()
+  assert connectors.main(["--from_json", "--output", str(root / "out")]) == 0
+  assert md.read_text() == table
+
+
+def test_bad_names_raise_naming_the_flag():
+  with pytest.raises(ValueError, match="--connectors"):
+    connectors.main(["--connectors", "perceiver", "--output", "/nonexistent"])
