@@ -214,3 +214,18 @@ def test_synthetic_gguf_matches_its_hf_source(tmp_path, tied):
   # "the" -> t + he (merge "h e"), " t" -> Ġt (merge "Ġ t"); printable bytes start at "!" = 0.
   assert ids == [258, ord("t") - ord("!"), 257, 256], ids
   assert tok.decode(ids) == "<|im_start|>the t"
+
+
+def test_registered_smollm2_tokenizer_equals_transformers(smollm2):
+  """`get_tokenizer('smollm2')` (the data pipeline's, via the tokenizer.json written from the
+  GGUF) gives transformers' ids; <image> / <|endofchunk|> follow the LM's 49152 rows."""
+  path = os.path.join(smollm2_dir(), GGUF_NAME)
+  tok, ref_tok = tok_lib.get_tokenizer("smollm2", path=path), smollm2["ref_tok"]
+  assert (tok.base_vocab_size, tok.bos_id, tok.eos_id, tok.pad_id) == (
+      49152, ref_tok.bos_token_id, ref_tok.eos_token_id, ref_tok.pad_token_id)
+  for text in TOKENIZER_TEXTS + ["Question: how many shapes are there? Answer: 3"]:
+    assert tok.encode(text) == ref_tok(text, add_special_tokens=False)["input_ids"], text
+  tok_lib.with_media_tokens(tok)
+  ids = tok.encode("<image>a red circle<|endofchunk|>")
+  assert (ids[0], ids[-1]) == (49152, 49153)
+  assert ids[1:-1] == ref_tok("a red circle", add_special_tokens=False)["input_ids"]
