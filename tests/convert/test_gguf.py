@@ -229,3 +229,29 @@ def test_registered_smollm2_tokenizer_equals_transformers(smollm2):
   ids = tok.encode("<image>a red circle<|endofchunk|>")
   assert (ids[0], ids[-1]) == (49152, 49153)
   assert ids[1:-1] == ref_tok("a red circle", add_special_tokens=False)["input_ids"]
+
+
+def test_flamingo_smollm2_preset_starts_as_smollm2(smollm2):
+  """configs/flamingo.py:smollm2 with its LM initialised from the GGUF (adapt_init_source, as
+  the recipe's init_from 'lm=WORKDIR:' does): with the tanh gates at 0 the gated blocks add
+  nothing, so on a sentence whose tokens all attend an image the logits are SmolLM2's."""
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  from mmjax import config_lib  # pylint: disable=import-outside-toplevel
+  from mmjax.models import family as family_lib  # pylint: disable=import-outside-toplevel
+  config = config_lib.load_config("configs/flamingo.py:smollm2")
+  assert config.data.tokenizer == "smollm2"
+  fam = family_lib.build(config.model)
+  assert fam.xattn_config.gated_layers(30) == tuple(range(2, 30, 3))
+  fresh = nn.meta.unbox(fam.init(jax.random.key(0), fam.dummy_batch(1)))["params"]
+  lm = fam.adapt_init_source("lm", smollm2["params"], fresh["lm"])
+  assert jax.tree.map(np.shape, lm) == jax.tree.map(np.shape, fresh["lm"])
+  tokens = np.array([smollm2["tok"].encode(SENTENCES[1])])
+  locations = np.zeros(tokens.shape, bool)
+  locations[0, 0] = True  # every token attends the image (through a zero gate)
+  media = np.random.default_rng(0).normal(size=(1, 1, 1, 64, 64, 3)).astype(np.float32)
+  logits = fam.predict_logits({**fresh, "lm": lm}, {
+      "media": media, "media_mask": np.ones((1, 1), bool), "tokens": tokens,
+      "media_locations": locations})
+  assert logits.shape == (1, tokens.shape[1], 49152 + 3)
+  theirs = H.ref_logits(smollm2["ref"], tokens)
+  assert H.rel_err(np.asarray(logits)[..., :49152], theirs) < H.TOL
