@@ -98,8 +98,12 @@ def stage1_config(scale: str, family: str, steps: int, offline: bool,
 
 
 def stage1_evals(offline: bool, size: str) -> ml_collections.ConfigDict:
-  """In-distribution zero-shot / retrieval on shapes, then clip_ablations' held-out set."""
-  small = size == "small"
+  """In-distribution zero-shot / retrieval on shapes, then clip_ablations' held-out set
+  ('smoke': the held-out shape alone)."""
+  small = size in ("small", "smoke")
+  if size == "smoke":
+    return ml_collections.ConfigDict({"heldout_shape": dict(
+        type="zeroshot", split="heldout", attribute="shape", templates="shapes")})
   evals = ca.held_out_evals(offline, size)
   with evals.unlocked():
     evals.shape = ml_collections.ConfigDict(dict(type="zeroshot", attribute="shape",
@@ -165,7 +169,7 @@ def write_smollm2_workdir(workdir: str, gguf_path: str | None = None) -> str:
 
 def stage2_evals(use_text: bool, size: str) -> ml_collections.ConfigDict:
   """Perplexity on unseen shapes captions, and on `text` when it trained on it."""
-  small = size == "small"
+  small = size in ("small", "smoke")
   evals = {"ppl_shapes": dict(type="perplexity", num_batches=1 if small else 4, batch_size=8,
                               datasets=("shapes",), task="lm")}
   if use_text:
@@ -198,10 +202,12 @@ def stage3_config(scale: str, seed: int, steps: int, stage_dirs: dict[str, str],
 def stage3_evals(seed: int, size: str) -> ml_collections.ConfigDict:
   """Few-shot captioning / VQA at SHOTS on both SPLITS (demonstrations drawn with `seed`),
   greedy samples on held-out pairs, and the video-QA hook."""
-  small = size == "small"
+  small = size in ("small", "smoke")
   evals: dict[str, dict[str, Any]] = {}
   for split in SPLITS:
     for task in ("captioning", "vqa"):
+      if size == "smoke" and (task == "vqa") == (split == "validation"):
+        continue  # CI: captioning on unseen scenes, VQA on held-out pairs
       evals[f"{task}_{split}"] = dict(
           type="fewshot", task=task, split=split, shots=(0, 2) if small else SHOTS,
           seeds=(seed,), num_examples=4 if small else 32, pool_size=16 if small else 256,
@@ -330,7 +336,8 @@ def main(argv=None) -> int:
                       help="emoji / tuxpaint / Fashion-MNIST / text ('auto': if installed)")
   parser.add_argument("--max_examples", type=int, default=None,
                       help="cap on the real datasets' examples (smoke runs)")
-  parser.add_argument("--eval_size", default="full", choices=("full", "small"))
+  parser.add_argument("--eval_size", default="full", choices=("full", "small", "smoke"),
+                      help="'small': every evaluator at its smallest; 'smoke' (CI): fewer")
   parser.add_argument("--output", default=RESULTS)
   parser.add_argument("--name", default="recipe", help="OUTPUT/NAME.{json,md}")
   parser.add_argument("--from_json", action="store_true")
