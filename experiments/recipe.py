@@ -266,7 +266,7 @@ def report(saved: dict[str, Any]) -> str:
   s1 = saved.get("stage1", {})
   if s1:
     keys = sorted({k for r in s1.values() for k, v in r.items()
-                   if isinstance(v, float) and "/" in k and not k.endswith("_s")})
+                   if isinstance(v, float) and k.endswith(("/top1", "recall@1"))})
     lines += ["## Stage 1: vision tower (zero-shot, final step)", "",
               "| variant | step | " + " | ".join(keys) + " |",
               "|---|---|" + "---|" * len(keys)]
