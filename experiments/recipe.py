@@ -147,6 +147,7 @@ def write_smollm2_workdir(workdir: str, gguf_path: str | None = None) -> str:
   from mmjax.convert import gguf  # pylint: disable=import-outside-toplevel
   from mmjax.data import datasets, tokenizers  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
   checkpointer = ckpt_lib.Checkpointer(ckpt_lib.checkpoint_dir(workdir), async_save=False)
   try:
     if checkpointer.latest_step() is None:
@@ -158,7 +159,9 @@ def write_smollm2_workdir(workdir: str, gguf_path: str | None = None) -> str:
         if fields[key] != preset[key]:
           raise ValueError(f"GGUF {path}: {key}={fields[key]} differs from configs/lm.py:"
                            f"smollm2_135m's {preset[key]}")
-      checkpointer.save(0, params, {}, jax.random.key(0), force=True)
+      # No optimizer has run: a one-counter stand-in (orbax refuses an empty item).
+      checkpointer.save(0, params, {"count": np.zeros((), np.int32)}, jax.random.key(0),
+                        force=True)
       checkpointer.wait()
       with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
         f.write(smollm2_lm_config().to_json_best_effort(indent=1))
