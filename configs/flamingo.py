@@ -20,7 +20,8 @@ questions, `with_video_trainer`), e.g. with the vision tower of a CLIP tiny run,
         --config.init_from='("vision=/tmp/evt3/clip:image",)'
 
 Presets instruct_tiny / instruct_micro are tiny / micro instruction-tuned on shapes_instruct
-conversations (ChatML, loss on assistant turns, packed rows; see with_instruct).
+conversations (ChatML, loss on assistant turns, packed rows; see with_instruct). Preset smollm2:
+the tiny vision tower + the real SmolLM2-135M-Instruct LM (experiments/recipe.py).
 Presets: tiny / micro (seconds on CPU); 3b and 9b with the paper's Table 5 sizes for the
 resampler (6 layers, width 1536, 16 heads x 128, 64 latents, FFW x4, Squared ReLU) and the gated
 blocks (16 heads x 128, FFW x4; before every LM layer for 3B, every 4th for 9B). The paper's
@@ -39,6 +40,7 @@ from mmjax.data import config as data_config
 PRESETS = ("tiny", "micro", "3b", "9b", "llava_tiny", "llava_micro")
 PRESETS += ("video_tiny", "video_micro")  # Video: shapes_video captions + QA (with_video_trainer).
 PRESETS += ("instruct_tiny", "instruct_micro")  # Instruction tuning (with_instruct).
+PRESETS += ("smollm2",)  # The tiny ViT + SmolLM2-135M-Instruct (experiments/recipe.py).
 
 
 def _lm_config_module():
@@ -219,6 +221,23 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
                               qwen_xattn=dict(num_heads=4, num_queries=16),
                               qformer=dict(bert=dict(num_queries=16, width=128, num_heads=4,
                                                      mlp_dim=256))))
+  elif arg == "smollm2":
+    # experiments/recipe.py --scale smollm2: the tiny CLIP vision tower (stage 1) and the real
+    # SmolLM2-135M-Instruct (configs/lm.py:smollm2_135m, loaded from its GGUF) as the frozen LM,
+    # tokenised by the `smollm2` tokenizer (its 49152 ids, then <image>, <|endofchunk|>).
+    m.vision = vision_model(image_size=64, patch_size=8, width=128, depth=4, num_heads=4,
+                            mlp_dim=512)
+    m.resampler = resampler_model(width=128, depth=1, num_heads=4, head_dim=32, num_latents=16)
+    m.lm = lm_configs.lm_preset("smollm2_135m")
+    m.lm.num_new_tokens = 3
+    # The KV cache bound: 32-shot prompts of shapes captions / questions fit in 1024 tokens.
+    m.lm.max_len = 1024
+    # A gated block before every 3rd of the 30 layers (10 blocks, as the 9B model's every 4th of
+    # 40): a third of the 3B model's every-layer cost on CPU, still spread over the whole depth.
+    m.xattn = xattn_model(num_heads=8, head_dim=64, ff_mult=2, cross_attn_every_n=3)
+    m.update(connector_models(m.lm.width, m.lm.vocab_size + m.lm.num_new_tokens,
+                              avgpool=dict(num_tokens=16),
+                              qwen_xattn=dict(num_heads=9, num_queries=16)))
   elif arg in ("3b", "9b"):
     # open_flamingo's ViT-L/14 (open_clip), 224 px: 256 patch tokens of width 1024.
     m.vision = vision_model(image_size=224, patch_size=14, width=1024, depth=24, num_heads=16,
@@ -265,14 +284,18 @@ def with_trainer(config: ml_collections.ConfigDict, arg: str) -> ml_collections.
   a <|endofchunk|> [EOS], loss on the answer); evaluation of each task on unseen scenes and on
   held-out colour-shape pairs, with images and with images blanked, plus printed samples."""
   m = config.model
-  small = arg in ("tiny", "micro")
+  small = arg in ("tiny", "micro", "smollm2")
   data = data_config.default_data_config(
       datasets=("shapes", "shapes"), tasks=("caption", "vqa"), weights=(1.0, 1.0),
       as_media=True, image_size=m.vision.image_size, max_media=1,
-      text_length=32 if small else 256, num_train=4096 if arg == "tiny" else 512)
-  common.trainer(config, data=data, total_steps={"tiny": 1000, "micro": 30}.get(arg, 100_000),
+      text_length=32 if small else 256,
+      num_train=4096 if arg in ("tiny", "smollm2") else 512,
+      # SmolLM2's own BPE (mmjax/data/tokenizers.py:smollm2), so its embedding rows apply.
+      tokenizer="smollm2" if arg == "smollm2" else "shapes_sp")
+  common.trainer(config, data=data,
+                 total_steps={"tiny": 1000, "micro": 30, "smollm2": 1000}.get(arg, 100_000),
                  batch_size=32 if small else 8192, learning_rate=3e-3 if small else 1e-4,
-                 warmup_steps={"tiny": 30, "micro": 5}.get(arg, 5000))
+                 warmup_steps={"tiny": 30, "micro": 5, "smollm2": 30}.get(arg, 5000))
   every = config.total_steps // 2
   # Each task's loss on unseen scenes ('validation') and unseen colour-shape pairs ('heldout'),
   # beside the same model with its images blanked: the gap is what the image is worth.

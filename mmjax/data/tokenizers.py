@@ -13,6 +13,8 @@
 - `audio_sp`: shapes_sp's recipe on `audio_events` captions (audio models' tokenizer).
 - `bert_wordpiece`: lower-cased BERT WordPiece (= BertTokenizerFast) over `vocab_file=`;
   by default a vocab trained on `shapes` and cached.
+- `smollm2`: SmolLM2-135M-Instruct's byte-level BPE (= transformers' tokenizer of its GGUF),
+  from DATA_DIR/weights/SmolLM2-135M-Instruct-GGUF (scripts/fetch_weights.sh) or `path=`.
 
 `encode(text)` returns the ids of the text alone (no BOS/EOS); `pad_ids` adds BOS/EOS and pads or
 truncates exactly as `open_clip.tokenize` does.
@@ -447,6 +449,38 @@ def audio_sp(data_dir: str | None = None, vocab_size: int = 512, seed: int = 0
         input_sentence_size=0, shuffle_input_sentence=False, minloglevel=2)
     _atomic_write(path, model.getvalue())
   return SentencePieceTokenizer("audio_sp", path, reserve_vocab_size=vocab_size)
+# ---- SmolLM2 (from its GGUF) --------------------------------------------------------------------
+
+SMOLLM2_GGUF = os.path.join("weights", "SmolLM2-135M-Instruct-GGUF",
+                            "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def smollm2(data_dir: str | None = None, path: str | None = None) -> HFTokenizer:
+  """SmolLM2-135M-Instruct's byte-level BPE (= transformers' tokenizer of the same GGUF), so
+  text reaches the pretrained LM as the ids it was trained on. Read from the tokenizer.json
+  written next to the GGUF (DATA_DIR/weights/..., scripts/fetch_weights.sh) on first use."""
+  from mmjax.data import datasets  # pylint: disable=import-outside-toplevel
+  from tokenizers import Tokenizer as RustTokenizer  # pylint: disable=import-outside-toplevel
+  path = path or os.path.join(datasets.resolve_data_dir(data_dir), SMOLLM2_GGUF)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"SmolLM2 GGUF {path} is missing; run scripts/fetch_weights.sh "
+                            "DATA_DIR (it writes DATA_DIR/weights/SmolLM2-135M-Instruct-GGUF)")
+  import gguf as gguf_lib  # pylint: disable=import-outside-toplevel
+  from mmjax.convert import gguf  # pylint: disable=import-outside-toplevel
+  reader = gguf_lib.GGUFReader(path)  # memory-mapped: only the tokenizer fields are read
+  metadata = {name: field.contents() for name, field in reader.fields.items()
+              if name.startswith("tokenizer.")}
+  cache = os.path.splitext(path)[0] + ".tokenizer.json"
+  if not os.path.exists(cache):
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(cache), suffix=".json")
+    os.close(fd)
+    gguf.save_tokenizer(metadata, tmp)
+    os.replace(tmp, cache)
+  tok = RustTokenizer.from_file(cache)
+  eos = int(metadata["tokenizer.ggml.eos_token_id"])
+  bos = int(metadata.get("tokenizer.ggml.bos_token_id", eos))
+  pad = int(metadata.get("tokenizer.ggml.padding_token_id", eos))
+  return HFTokenizer("smollm2", tok, pad_id=pad, bos_id=bos, eos_id=eos)
 
 
 _REGISTRY: dict[str, Callable[..., Tokenizer]] = {
@@ -456,6 +490,7 @@ _REGISTRY: dict[str, Callable[..., Tokenizer]] = {
     "gpt2": gpt2,
     "clip": clip,
     "bert_wordpiece": bert_wordpiece,
+    "smollm2": smollm2,
 }
 
 

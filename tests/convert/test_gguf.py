@@ -214,3 +214,44 @@ def test_synthetic_gguf_matches_its_hf_source(tmp_path, tied):
   # "the" -> t + he (merge "h e"), " t" -> Ġt (merge "Ġ t"); printable bytes start at "!" = 0.
   assert ids == [258, ord("t") - ord("!"), 257, 256], ids
   assert tok.decode(ids) == "<|im_start|>the t"
+
+
+def test_registered_smollm2_tokenizer_equals_transformers(smollm2):
+  """`get_tokenizer('smollm2')` (the data pipeline's, via the tokenizer.json written from the
+  GGUF) gives transformers' ids; <image> / <|endofchunk|> follow the LM's 49152 rows."""
+  path = os.path.join(smollm2_dir(), GGUF_NAME)
+  tok, ref_tok = tok_lib.get_tokenizer("smollm2", path=path), smollm2["ref_tok"]
+  assert (tok.base_vocab_size, tok.bos_id, tok.eos_id, tok.pad_id) == (
+      49152, ref_tok.bos_token_id, ref_tok.eos_token_id, ref_tok.pad_token_id)
+  for text in TOKENIZER_TEXTS + ["Question: how many shapes are there? Answer: 3"]:
+    assert tok.encode(text) == ref_tok(text, add_special_tokens=False)["input_ids"], text
+  tok_lib.with_media_tokens(tok)
+  ids = tok.encode("<image>a red circle<|endofchunk|>")
+  assert (ids[0], ids[-1]) == (49152, 49153)
+  assert ids[1:-1] == ref_tok("a red circle", add_special_tokens=False)["input_ids"]
+
+
+def test_flamingo_smollm2_preset_starts_as_smollm2(smollm2):
+  """configs/flamingo.py:smollm2 with its LM initialised from the GGUF (adapt_init_source, as
+  the recipe's init_from 'lm=WORKDIR:' does): with the tanh gates at 0 the gated blocks add
+  nothing, so on a sentence whose tokens all attend an image the logits are SmolLM2's."""
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  from mmjax import config_lib  # pylint: disable=import-outside-toplevel
+  from mmjax.models import family as family_lib  # pylint: disable=import-outside-toplevel
+  config = config_lib.load_config("configs/flamingo.py:smollm2")
+  assert config.data.tokenizer == "smollm2"
+  fam = family_lib.build(config.model)
+  assert fam.xattn_config.gated_layers(30) == tuple(range(2, 30, 3))
+  fresh = nn.meta.unbox(fam.init(jax.random.key(0), fam.dummy_batch(1)))["params"]
+  lm = fam.adapt_init_source("lm", smollm2["params"], fresh["lm"])
+  assert jax.tree.map(np.shape, lm) == jax.tree.map(np.shape, fresh["lm"])
+  tokens = np.array([smollm2["tok"].encode(SENTENCES[1])])
+  locations = np.zeros(tokens.shape, bool)
+  locations[0, 0] = True  # every token attends the image (through a zero gate)
+  media = np.random.default_rng(0).normal(size=(1, 1, 1, 64, 64, 3)).astype(np.float32)
+  logits = fam.predict_logits({**fresh, "lm": lm}, {
+      "media": media, "media_mask": np.ones((1, 1), bool), "tokens": tokens,
+      "media_locations": locations})
+  assert logits.shape == (1, tokens.shape[1], 49152 + 3)
+  theirs = H.ref_logits(smollm2["ref"], tokens)
+  assert H.rel_err(np.asarray(logits)[..., :49152], theirs) < H.TOL

@@ -1,0 +1,95 @@
+"""experiments/recipe.py end to end at micro size: two steps of each stage (CLIP, the LM,
+Flamingo on the mixture), then every stage's evaluation at its smallest, into a JSON and markdown
+whose numbers are checked for range (`--eval_size smoke`: fewer evaluators). Plus the configs the stages build (no training): stage 3
+freezes both towers, initialises them from stages 1-2 and holds few-shot episodes; the smollm2
+scale swaps in SmolLM2's LM and tokenizer. (The SmolLM2 weights themselves are tested in
+tests/convert/test_gguf.py.)"""
+
+import json
+import math
+import os
+import sys
+
+import pytest
+
+EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "experiments")
+sys.path.insert(0, EXPERIMENTS)
+
+import recipe  # noqa: E402  pylint: disable=wrong-import-position,import-error
+
+DIRS = {"clip": "/runs/clip", "lm": "/runs/lm"}
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+  root = tmp_path_factory.mktemp("recipe")
+  out = root / "out"
+  assert recipe.main(["--scale", "micro", "--workdir", str(root / "work"), "--seeds", "0",
+                      "--clip_steps", "2", "--lm_steps", "2", "--steps", "2",
+                      "--eval_size", "smoke", "--offline_data", "no",
+                      "--output", str(out)]) == 0
+  with open(out / "recipe.json", encoding="utf-8") as f:
+    saved = json.load(f)
+  return saved, (out / "recipe.md").read_text(encoding="utf-8")
+
+
+def test_every_stage_trained_and_was_evaluated(smoke):
+  saved, md = smoke
+  clip = saved["stage1"]["clip"]
+  assert clip["step"] == 2
+  assert 0.0 <= clip["heldout_shape/top1"] <= 1.0
+  lm = saved["stage2"]["lm"]
+  assert lm["step"] == 2 and "ppl_text/perplexity" not in lm  # --offline_data no: no `text`
+  # Two steps from a 512-token vocabulary: near-uniform, finite.
+  assert 1.0 < lm["ppl_shapes/perplexity"] < 10_000
+  (run,) = saved["stage3"]
+  assert run["seed"] == 0 and run["step"] == 2
+  for shots in (0, 2):  # --eval_size smoke: captioning on unseen scenes, VQA on held-out pairs
+    assert 0.0 <= run[f"captioning_validation/{shots}shot_cider"] <= 10.0
+    assert 0.0 <= run[f"vqa_heldout/{shots}shot_accuracy"] <= 1.0
+  assert any(k.startswith("samples/qa") for k in run)
+  table = recipe.fewshot_table(saved["stage3"])
+  assert table["vqa_heldout"][2] == (run["vqa_heldout/2shot_accuracy"], 0.0)
+  for title in ("## Stage 1", "## Stage 2", "## Stage 3: Flamingo", "vqa_heldout",
+                "Samples"):
+    assert title in md, title
+
+
+def test_stage3_is_the_recipe():
+  config = recipe.stage3_config("micro", 1, 10, DIRS)
+  assert config.model.freeze_vision and config.model.freeze_lm
+  assert config.init_from == ("vision=/runs/clip:image", "lm=/runs/lm:")
+  assert config.data.interleaved_kind == "episodes"
+  assert config.data.tasks == ("interleaved", "caption", "vqa", "video")
+  assert config.data.mixing == "batch" and config.optim.grad_accum_steps == 4
+  assert config.model.lm.max_len == recipe.FEWSHOT_MAX_LEN and config.seed == 1
+  assert recipe.stage3_config("micro", 0, 10, DIRS, "documents").data.interleaved_kind == \
+      "documents"
+  with pytest.raises(ValueError, match="--interleaved"):
+    recipe.stage3_config("micro", 0, 10, DIRS, "papers")
+
+
+def test_smollm2_scale_uses_smollm2():
+  config = recipe.stage3_config("smollm2", 0, 10, DIRS)
+  assert config.data.tokenizer == "smollm2"
+  assert (config.model.lm.depth, config.model.lm.width, config.model.lm.vocab_size) == \
+      (30, 576, 49152)
+  assert config.model.xattn.cross_attn_every_n == 3 and config.model.freeze_lm
+  assert config.model.vision.width == recipe.stage1_config("smollm2", "clip", 1, False) \
+      .model.vision.width
+  assert recipe.smollm2_lm_config().data.tokenizer == "smollm2"
+  with pytest.raises(ValueError, match="smollm2"):
+    recipe.stage2_config("smollm2", 10, False)
+  with pytest.raises(ValueError, match="--stage1"):
+    recipe.stage1_config("micro", "coca", 1, False)
+
+
+def test_stage1_siglip_and_evals():
+  config = recipe.stage1_config("micro", "siglip", 3, True, max_examples=8)
+  assert config.model.family == "siglip" and config.total_steps == 3
+  assert config.data.datasets == ("shapes", "emoji", "tuxpaint")
+  evals = recipe.stage1_evals(True, "small")
+  assert {"twemoji", "fashion_mnist", "heldout_shape", "shape", "retrieval"} <= set(evals)
+  assert not math.isnan(recipe.mean_std([1.0, 3.0])[1])
+  assert recipe.mean_std([1.0, 3.0]) == (2.0, math.sqrt(2.0))
