@@ -48,7 +48,7 @@ METRICS = ("captioning/cider", "vqa/accuracy", "video_vqa/accuracy")
 
 # Stage-3 data: (dataset, task) blocks of every batch, in this order.
 MIXTURE = (("shapes_interleaved", "interleaved"), ("shapes", "caption"), ("shapes", "vqa"),
-           ("shapes_video", "video"))
+           ("shapes_video", "video_qa"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,7 +147,7 @@ def flamingo_overrides(scale: str, row: Row, seed: int, steps: int, stage_dirs: 
   mixture = [(d, t) for d, t in MIXTURE
              if not ("interleaved" in row.drop and t == "interleaved")
              and not ("pairs" in row.drop and t in ("caption", "vqa"))
-             and not ("video" in row.drop and t == "video")]
+             and not ("video" in row.drop and t == "video_qa")]
   depth = base.model.lm.depth
   over = [f"model.vision.{k}={val}" for k, val in vision.items()]
   over += [
@@ -156,10 +156,13 @@ def flamingo_overrides(scale: str, row: Row, seed: int, steps: int, stage_dirs: 
       f"data.datasets={tuple(d for d, _ in mixture)!r}",
       f"data.tasks={tuple(t for _, t in mixture)!r}",
       f"data.weights={tuple(1.0 for _ in mixture)!r}",
-      "data.as_media=True", "data.video_qa=True", f"data.image_size={vision['image_size']}",
+      "data.as_media=True", f"data.image_size={vision['image_size']}",
       "data.max_media=4", f"data.num_frames={COMMON['num_frames']}",
       f"data.text_length={COMMON['text_length']}", f"data.batch_size={COMMON['batch_size']}",
       f"model.lm.depth={depth}", f"model.resampler.max_frames={COMMON['num_frames']}",
+      # open_flamingo's time-embedding scale: at the default 0.02 the frames stay alike for
+      # hundreds of steps (experiments/results/modalities/video.md).
+      "model.resampler.time_embed_init_std=1.0",
       f"model.transformer.max_frames={COMMON['num_frames']}",
       "data.mixing=batch", f"optim.grad_accum_steps={len(mixture)}",
       # The paper's baseline: a gated block before every LM layer.

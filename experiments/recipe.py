@@ -24,7 +24,7 @@ into experiments/results/recipe.{json,md}.
            demonstrations from the training split, mmjax/evaluators/fewshot.py in the shapes
            training formats) as mean ± std over training seeds, on unseen scenes ('validation')
            and separately on held-out colour-shape pairs ('heldout'); greedy samples beside the
-           ground truth. Video QA enters through VIDEO_QA_EVAL (empty until that evaluator lands).
+           ground truth, and video QA accuracy on shapes_video clips (VIDEO_QA_EVAL).
 
 Every stage resumes in its own directory under --workdir and the JSON is rewritten after each
 stage, so an interrupted run goes on where it stopped.
@@ -56,10 +56,10 @@ RESULTS = os.path.join(REPO, "experiments", "results")
 SCALES = ("micro", "tiny", "smollm2")
 SHOTS = (0, 4, 8, 16, 32)
 SPLITS = ("validation", "heldout")  # unseen scenes; unseen colour-shape pairs
-# Hook for the shapes_video QA evaluator (built elsewhere): name -> evaluator config dict, added
-# to stage 3's evaluation when non-empty, e.g. {"video_vqa": dict(type="vqa",
-# dataset="shapes_video", num_examples=64)}. Its numeric results land in the stage-3 table.
-VIDEO_QA_EVAL: dict[str, dict[str, Any]] = {}
+# Stage 3's video QA (the vqa evaluator on shapes_video clips): name -> evaluator config; its
+# numeric results land in the stage-3 table (left out of --eval_size smoke).
+VIDEO_QA_EVAL: dict[str, dict[str, Any]] = {
+    "video_vqa": dict(type="vqa", dataset="shapes_video", num_examples=64)}
 # The KV-cache bound of stage 3: a 32-shot prompt of shapes captions / questions (33 images and
 # their text) is about 500 tokens; rotary positions, so no parameter depends on it.
 FEWSHOT_MAX_LEN = 640
@@ -218,7 +218,9 @@ def stage3_evals(seed: int, size: str) -> ml_collections.ConfigDict:
           **suites.SHAPES_FORMATS[task])
   evals["samples"] = dict(type="captions", split="heldout", num_examples=2 if small else 6,
                           max_new_tokens=8 if small else 24, answers=True)
-  evals.update(VIDEO_QA_EVAL)
+  if size != "smoke":
+    evals.update({k: dict(v, num_examples=4 if small else v["num_examples"])
+                  for k, v in VIDEO_QA_EVAL.items()})
   return ml_collections.ConfigDict(evals)
 
 

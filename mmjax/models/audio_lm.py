@@ -97,6 +97,7 @@ class AudioLMFamily(flamingo.FlamingoFamily):
       raise ValueError(f"model.connector={self.connector_kind!r} needs the config section "
                        f"model.{self.connector_kind}")
     self.connector_config = config[self.connector_kind]
+    self.tile_positions = 0  # audio has no AnyRes tiles
     if self.fusion == "xattn":
       self.xattn_config = lm_lib.config_from_dict(xattn_lib.XAttnConfig, config.xattn, "xattn")
       self.xattn_config.gated_layers(self.lm_config.depth)

@@ -41,7 +41,7 @@ def baseline():
 
 def test_baseline_is_the_papers_recipe(baseline):
   config, fam, _ = baseline
-  assert config.data.tasks == ("interleaved", "caption", "vqa", "video")
+  assert config.data.tasks == ("interleaved", "caption", "vqa", "video_qa")
   assert config.data.mixing == "batch" and config.optim.grad_accum_steps == 4
   assert fam.xattn_config.gated_layers(4) == (0, 1, 2, 3)  # before every LM layer
   assert config.model.freeze_vision and config.model.freeze_lm
@@ -65,8 +65,8 @@ def test_each_row_changes_what_it_names(baseline):
   assert not config.model.freeze_lm and config.init_from == ("vision=/runs/clip:image",)
   config, _, _ = _stage3("lm_unfrozen_pretrained")
   assert not config.model.freeze_lm and "lm=/runs/lm:" in config.init_from
-  assert _stage3("no_interleaved")[0].data.tasks == ("caption", "vqa", "video")
-  assert _stage3("no_pairs")[0].data.tasks == ("interleaved", "video")
+  assert _stage3("no_interleaved")[0].data.tasks == ("caption", "vqa", "video_qa")
+  assert _stage3("no_pairs")[0].data.tasks == ("interleaved", "video_qa")
   assert _stage3("no_video")[0].data.tasks == ("interleaved", "caption", "vqa")
   config, _, _ = _stage3("round_robin")
   assert config.data.mixing == "round_robin" and config.optim.grad_accum_steps == 1

@@ -47,7 +47,9 @@ class TransformerConnector(nn.Module):
   param_dtype: layers.Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: Array) -> Array:
+  def __call__(self, x: Array, frame_mask: Array | None = None) -> Array:
+    """`frame_mask` [B, M, T] (AnyRes `tile_mask`): no token attends to the tokens of padded
+    tiles, and theirs come out zero."""
     if x.ndim != 5:
       raise ValueError(f"TransformerConnector expects media features [B, M, T, N, D], got "
                        f"{x.shape}")
@@ -64,10 +66,16 @@ class TransformerConnector(nn.Module):
                         (self.max_frames, self.width), self.param_dtype)
       h = h + time[:t].astype(self.dtype)[None, None, :, None, :]
     h = h.reshape(b * m, t * n, self.width)
+    keys = None
+    if frame_mask is not None:
+      keys = jnp.repeat(frame_mask.astype(bool).reshape(b * m, t), n, axis=1)
     h = layers.stack_layers(
         layers.TransformerBlock, self.depth, scan=self.scan, remat=self.remat, name="blocks",
-        num_heads=self.num_heads, mlp_dim=self.mlp_dim, activation=self.activation,
-        norm_eps=self.norm_eps, **kw)(h)
+        num_broadcast_args=1, num_heads=self.num_heads, mlp_dim=self.mlp_dim,
+        activation=self.activation, norm_eps=self.norm_eps, **kw)(
+            h, None if keys is None else keys[:, None, None, :])
     h = layers.norm_layer("layernorm", self.norm_eps, self.dtype, self.param_dtype,
                           name="final_norm")(h)
+    if keys is not None:
+      h = h * keys[..., None].astype(h.dtype)
     return h.reshape(b, m, t * n, self.width)
