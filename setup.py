@@ -31,6 +31,7 @@ EXTRAS_REQUIRE = {
     # that import together here (see DESIGN.md); open_clip 3.3.0 is the version our counts match.
     "test": [
         "pytest>=8.0",
+        "pytest-xdist>=3.5",  # `-n 2`: the suite on both cores (compiles are single-threaded)
         "torch==2.14.1",
         "torchvision==0.29.1",
         "open_clip_torch==3.3.0",

@@ -61,7 +61,7 @@ def test_stage3_is_the_recipe():
   assert config.model.freeze_vision and config.model.freeze_lm
   assert config.init_from == ("vision=/runs/clip:image", "lm=/runs/lm:")
   assert config.data.interleaved_kind == "episodes"
-  assert config.data.tasks == ("interleaved", "caption", "vqa", "video")
+  assert config.data.tasks == ("interleaved", "caption", "vqa", "video_qa")
   assert config.data.mixing == "batch" and config.optim.grad_accum_steps == 4
   assert config.model.lm.max_len == recipe.FEWSHOT_MAX_LEN and config.seed == 1
   assert recipe.stage3_config("micro", 0, 10, DIRS, "documents").data.interleaved_kind == \
