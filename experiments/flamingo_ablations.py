@@ -40,7 +40,9 @@ sys.path.insert(0, REPO)
 # pylint: disable=wrong-import-position
 import ml_collections  # noqa: E402
 
-from mmjax import config_lib, evaluate, restore, train  # noqa: E402
+from mmjax import config_lib  # noqa: E402
+
+import evaluate_tiny  # noqa: E402  pylint: disable=import-error  (experiments/ is on sys.path)
 
 RESULTS = os.path.join(REPO, "experiments", "results")
 PAPER_BASELINE = 70.7
@@ -192,11 +194,8 @@ def score_evals(size: str) -> ml_collections.ConfigDict:
 # ---- Running -------------------------------------------------------------------------------
 
 def train_stage(spec: str, overrides: list[str], workdir: str) -> float:
-  """Trains (or resumes, or finds finished) one run; seconds taken."""
-  start = time.time()
-  config = config_lib.load_config(os.path.join(REPO, spec), overrides)
-  train.train_and_evaluate(config, workdir)
-  return time.time() - start
+  """Trains (or resumes, or finds finished) one run; seconds taken (spec relative to REPO)."""
+  return evaluate_tiny.run_stage(os.path.join(REPO, spec), workdir, overrides)
 
 
 def run_row(row: Row, seed: int, args, stage_dirs: dict[str, str]) -> dict[str, Any]:
@@ -204,10 +203,8 @@ def run_row(row: Row, seed: int, args, stage_dirs: dict[str, str]) -> dict[str, 
   workdir = os.path.join(args.workdir, "rows", f"{row.name}_seed{seed}")
   over = flamingo_overrides(args.scale, row, seed, args.steps, stage_dirs)
   seconds = train_stage(f"configs/flamingo.py:{args.scale}", over, workdir)
-  config = restore.load_run_config(workdir)
-  params, step = restore.load_params(workdir)
-  results = evaluate.evaluate(config, params, score_evals(args.eval_size), workdir)
-  return {"row": row.name, "seed": seed, "step": step, "train_s": seconds,
+  results = evaluate_tiny.evaluate_workdir(workdir, score_evals(args.eval_size))
+  return {"row": row.name, "seed": seed, "step": results["step"], "train_s": seconds,
           **{m: float(results[m]) for m in METRICS}}
 
 
