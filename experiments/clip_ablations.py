@@ -40,7 +40,7 @@ sys.path.insert(0, REPO)
 # pylint: disable=wrong-import-position
 import ml_collections  # noqa: E402
 
-from mmjax import config_lib, evaluate, plan, restore, train  # noqa: E402
+from mmjax import config_lib, evaluate, plan, reporting, restore, train  # noqa: E402
 from mmjax.data import datasets  # noqa: E402
 
 RESULTS = os.path.join(REPO, "experiments", "results")
@@ -285,8 +285,7 @@ def main(argv=None) -> int:
     if s not in SWEEPS:
       parser.error(f"unknown sweep {s!r}; choose from {SWEEPS}")
   json_path = os.path.join(args.output, "clip_ablations.json")
-  command = ("python experiments/clip_ablations.py " + " ".join(
-      a for a in (argv if argv is not None else sys.argv[1:]) if a != "--from_json")).strip()
+  command = reporting.command_line("experiments/clip_ablations.py", argv)
   saved = {"rows": [], "command": command, "wall_min": 0.0}
   if os.path.exists(json_path):
     with open(json_path, encoding="utf-8") as f:
@@ -307,14 +306,11 @@ def main(argv=None) -> int:
           start = time.time()
           saved["rows"].extend(execute(run, seed, args, offline))
           saved["wall_min"] = saved.get("wall_min", 0.0) + (time.time() - start) / 60
-          with open(json_path, "w", encoding="utf-8") as f:
-            json.dump(saved, f, indent=1, sort_keys=True)
+          reporting.write_json(json_path, saved)
   saved["table"] = aggregate(saved["rows"])
-  with open(json_path, "w", encoding="utf-8") as f:
-    json.dump(saved, f, indent=1, sort_keys=True)
+  reporting.write_json(json_path, saved)
   text = report(saved["table"], saved)
-  with open(os.path.join(args.output, "clip_ablations.md"), "w", encoding="utf-8") as f:
-    f.write(text)
+  reporting.write_text(os.path.join(args.output, "clip_ablations.md"), text)
   plot(saved["table"], args.output)
   print(text)
   return 0

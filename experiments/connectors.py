@@ -34,7 +34,7 @@ sys.path.insert(0, EXPERIMENTS)
 
 # pylint: disable=wrong-import-position
 import evaluate_tiny  # noqa: E402  pylint: disable=import-error
-from mmjax import config_lib  # noqa: E402
+from mmjax import reporting  # noqa: E402
 from mmjax.models import connectors as connectors_lib  # noqa: E402
 from mmjax.models import family as family_lib  # noqa: E402
 from mmjax import restore  # noqa: E402
@@ -188,16 +188,14 @@ def main(argv=None) -> int:
   if args.from_json:
     with open(json_path, encoding="utf-8") as f:
       text = report(json.load(f))
-    with open(md_path, "w", encoding="utf-8") as f:
-      f.write(text)
+    reporting.write_text(md_path, text)
     print(text)
     return 0
   start = time.time()
   connectors = _names(args.connectors, connectors_lib.CONNECTORS, "--connectors")
   fusions = _names(args.fusions, FUSIONS, "--fusions")
   clip_dir = os.path.abspath(args.clip_workdir or os.path.join(args.workdir, "clip"))
-  command = ("python experiments/connectors.py " + " ".join(
-      argv if argv is not None else sys.argv[1:])).strip()
+  command = reporting.command_line("experiments/connectors.py", argv)
   previous = {}
   if os.path.exists(json_path):
     with open(json_path, encoding="utf-8") as f:
@@ -214,8 +212,7 @@ def main(argv=None) -> int:
       row = previous.get((connector, fusion)) or run_row(connector, fusion, args, clip_dir)
       saved["rows"].append(row)
       saved["wall_s"] = time.time() - start
-      with open(json_path, "w", encoding="utf-8") as f:  # after every row: a crash keeps them
-        json.dump(saved, f, indent=1, sort_keys=True)
+      reporting.write_json(json_path, saved)  # after every row: a crash keeps them
       with open(md_path, "w", encoding="utf-8") as f:
         f.write(report(saved))
       print(f"{connector} x {fusion}: {row}", flush=True)

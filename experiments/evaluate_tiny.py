@@ -26,7 +26,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 # pylint: disable=wrong-import-position
-from mmjax import config_lib, evaluate, restore, train  # noqa: E402
+from mmjax import config_lib, evaluate, reporting, restore, train  # noqa: E402
 from mmjax.evaluators import suites  # noqa: E402
 
 RESULTS = os.path.join(REPO, "experiments", "results")
@@ -119,15 +119,12 @@ def main(argv=None) -> int:
                       help="only rewrite the markdown from OUTPUT/evaluate_tiny.json")
   args = parser.parse_args(argv)
   json_path = os.path.join(args.output, "evaluate_tiny.json")
-  command = ("python experiments/evaluate_tiny.py " +
-             " ".join(a for a in (argv if argv is not None else sys.argv[1:])
-                      if a != "--from_json")).strip()
+  command = reporting.command_line("experiments/evaluate_tiny.py", argv)
   if args.from_json:
     with open(json_path, encoding="utf-8") as f:
       saved = json.load(f)
     text = report(saved, saved.get("timings_s", {}), saved.get("command", command))
-    with open(os.path.join(args.output, "evaluate_tiny.md"), "w", encoding="utf-8") as f:
-      f.write(text)
+    reporting.write_text(os.path.join(args.output, "evaluate_tiny.md"), text)
     print(text)
     return 0
   clip_dir = os.path.join(args.workdir, "clip")
@@ -142,11 +139,9 @@ def main(argv=None) -> int:
   results = {family: evaluate_suite(d, family, args.suite_size)
              for family, d in (("clip", clip_dir), ("flamingo", flamingo_dir))}
   os.makedirs(args.output, exist_ok=True)
-  with open(json_path, "w", encoding="utf-8") as f:
-    json.dump({**results, "timings_s": timings, "command": command}, f, indent=1, sort_keys=True)
+  reporting.write_json(json_path, {**results, "timings_s": timings, "command": command})
   text = report(results, timings, command)
-  with open(os.path.join(args.output, "evaluate_tiny.md"), "w", encoding="utf-8") as f:
-    f.write(text)
+  reporting.write_text(os.path.join(args.output, "evaluate_tiny.md"), text)
   print(text)
   return 0
 

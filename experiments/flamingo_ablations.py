@@ -40,7 +40,7 @@ sys.path.insert(0, REPO)
 # pylint: disable=wrong-import-position
 import ml_collections  # noqa: E402
 
-from mmjax import config_lib  # noqa: E402
+from mmjax import config_lib, reporting  # noqa: E402
 
 import evaluate_tiny  # noqa: E402  pylint: disable=import-error  (experiments/ is on sys.path)
 
@@ -282,8 +282,7 @@ def main(argv=None) -> int:
   seeds = [int(s) for s in args.seeds.split(",")]
   json_path = os.path.join(args.output, "flamingo_ablations.json")
   md_path = os.path.join(args.output, "flamingo_ablations.md")
-  command = ("python experiments/flamingo_ablations.py " + " ".join(
-      a for a in (argv if argv is not None else sys.argv[1:]) if a != "--from_json")).strip()
+  command = reporting.command_line("experiments/flamingo_ablations.py", argv)
   saved = {"runs": [], "command": command, "wall_min": 0.0}
   if os.path.exists(json_path):
     with open(json_path, encoding="utf-8") as f:
@@ -312,15 +311,12 @@ def main(argv=None) -> int:
         saved["wall_min"] = saved.get("wall_min", 0.0) + (time.time() - start) / 60
         start = time.time()
         os.makedirs(args.output, exist_ok=True)
-        with open(json_path, "w", encoding="utf-8") as f:
-          json.dump(saved, f, indent=1, sort_keys=True)
+        reporting.write_json(json_path, saved)
   saved["table"] = summarise(saved["runs"])
   text = report(saved["table"], saved)
   os.makedirs(args.output, exist_ok=True)
-  with open(json_path, "w", encoding="utf-8") as f:
-    json.dump(saved, f, indent=1, sort_keys=True)
-  with open(md_path, "w", encoding="utf-8") as f:
-    f.write(text)
+  reporting.write_json(json_path, saved)
+  reporting.write_text(md_path, text)
   print(text)
   return 0
 

@@ -23,7 +23,6 @@ import argparse
 import collections
 import json
 import os
-import shlex
 import sys
 import time
 
@@ -36,7 +35,7 @@ sys.path.insert(0, REPO)
 import jax  # noqa: E402
 import ml_collections  # noqa: E402
 
-from mmjax import config_lib, generate, restore, train  # noqa: E402
+from mmjax import config_lib, generate, reporting, restore, train  # noqa: E402
 from mmjax.data import tasks  # noqa: E402
 from mmjax.data import tokenizers as tok_lib  # noqa: E402
 from mmjax.evaluators import common as eval_common  # noqa: E402
@@ -220,8 +219,7 @@ def main(argv=None) -> int:
   unknown = sorted(set(todo) - set(ARMS))
   if unknown:
     raise ValueError(f"unknown --arms {unknown}; choose from {sorted(ARMS)}")
-  command = ("python experiments/hires.py " + shlex.join(
-      argv if argv is not None else sys.argv[1:])).strip()
+  command = reporting.command_line("experiments/hires.py", argv)
   clip_dir = os.path.join(args.workdir, "clip") if args.clip_workdir is None else \
       args.clip_workdir
   timings = {}
@@ -241,8 +239,7 @@ def main(argv=None) -> int:
                                           args.fusion), workdir)
       result = evaluate_arm(workdir, args.eval_records)
       result["wall_s"] = time.time() - start
-      with open(result_path, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=1, sort_keys=True)
+      reporting.write_json(result_path, result)
       print(name, json.dumps(result), flush=True)
     if os.path.exists(result_path):
       with open(result_path, encoding="utf-8") as f:
@@ -253,11 +250,9 @@ def main(argv=None) -> int:
              "batch_size": args.batch_size, "eval_records": args.eval_records,
              "fusion": args.fusion, "clip": clip_dir or "none", "devices": jax.device_count()}
   os.makedirs(args.output, exist_ok=True)
-  with open(os.path.join(args.output, "hires.json"), "w", encoding="utf-8") as f:
-    json.dump(results, f, indent=1, sort_keys=True)
+  reporting.write_json(os.path.join(args.output, "hires.json"), results)
   text = report(results, command)
-  with open(os.path.join(args.output, "hires.md"), "w", encoding="utf-8") as f:
-    f.write(text)
+  reporting.write_text(os.path.join(args.output, "hires.md"), text)
   print(text)
   return 0
 

@@ -20,6 +20,9 @@ import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+
+from mmjax import reporting  # noqa: E402  pylint: disable=wrong-import-position
+
 RESULTS = os.path.join(REPO, "experiments", "results")
 COMPONENTS = ("video", "audio", "coattn", "vq")
 
@@ -70,8 +73,7 @@ def main(argv=None) -> int:
   if not components:
     parser.error(f"no component results under {os.path.join(args.output, 'modalities')}")
   text = report(components)
-  with open(os.path.join(args.output, "modalities.md"), "w", encoding="utf-8") as f:
-    f.write(text)
+  reporting.write_text(os.path.join(args.output, "modalities.md"), text)
   print(text)
   return 0
 

@@ -49,7 +49,7 @@ import ml_collections  # noqa: E402
 
 import clip_ablations as ca  # noqa: E402  pylint: disable=import-error
 import flamingo_ablations as fa  # noqa: E402  pylint: disable=import-error
-from mmjax import config_lib, evaluate, restore, train  # noqa: E402
+from mmjax import config_lib, evaluate, reporting, restore, train  # noqa: E402
 from mmjax.evaluators import suites  # noqa: E402
 
 RESULTS = os.path.join(REPO, "experiments", "results")
@@ -321,8 +321,7 @@ def report(saved: dict[str, Any]) -> str:
 
 def _save(saved: dict[str, Any], output: str, name: str) -> None:
   os.makedirs(output, exist_ok=True)
-  with open(os.path.join(output, f"{name}.json"), "w", encoding="utf-8") as f:
-    json.dump(saved, f, indent=1, sort_keys=True)
+  reporting.write_json(os.path.join(output, f"{name}.json"), saved)
 
 
 def main(argv=None) -> int:
@@ -349,8 +348,7 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   seeds = [int(s) for s in args.seeds.split(",")]
   json_path = os.path.join(args.output, f"{args.name}.json")
-  command = ("python experiments/recipe.py " + " ".join(
-      a for a in (argv if argv is not None else sys.argv[1:]) if a != "--from_json")).strip()
+  command = reporting.command_line("experiments/recipe.py", argv)
   saved: dict[str, Any] = {"command": command, "wall_min": 0.0}
   if os.path.exists(json_path):
     with open(json_path, encoding="utf-8") as f:
@@ -402,8 +400,7 @@ def main(argv=None) -> int:
         checkpoint_results()
   text = report(saved)
   _save(saved, args.output, args.name)
-  with open(os.path.join(args.output, f"{args.name}.md"), "w", encoding="utf-8") as f:
-    f.write(text)
+  reporting.write_text(os.path.join(args.output, f"{args.name}.md"), text)
   print(text)
   return 0
 

@@ -32,7 +32,8 @@ def _launch(workdir, data_dir, total_steps):
   for i in range(2):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT),
                                                        os.environ.get("PYTHONPATH", "")]),
-               JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4",
+               JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4 "
+               "--xla_backend_optimization_level=0",  # as tests/conftest.py: compile-bound
                MMJAX_COORDINATOR=f"127.0.0.1:{port}", MMJAX_NUM_PROCESSES="2",
                MMJAX_PROCESS_ID=str(i), MMJAX_HEARTBEAT_TIMEOUT_S=str(HEARTBEAT_S),
                PYTHONUNBUFFERED="1")

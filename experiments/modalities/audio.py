@@ -32,7 +32,7 @@ sys.path.insert(0, REPO)
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mmjax import config_lib, generate, restore, train  # noqa: E402
+from mmjax import config_lib, generate, reporting, restore, train  # noqa: E402
 from mmjax.data import audio_world, datasets  # noqa: E402
 from mmjax.data import tokenizers as tok_lib  # noqa: E402
 from mmjax.evaluators import captioning  # noqa: E402
@@ -184,11 +184,9 @@ def report(saved: dict) -> str:
 def write(saved: dict, output: str) -> str:
   """Writes OUTPUT/audio.json and audio.md; returns the markdown."""
   os.makedirs(output, exist_ok=True)
-  with open(os.path.join(output, f"{NAME}.json"), "w", encoding="utf-8") as f:
-    json.dump(saved, f, indent=1, sort_keys=True)
+  reporting.write_json(os.path.join(output, f"{NAME}.json"), saved)
   text = report(saved)
-  with open(os.path.join(output, f"{NAME}.md"), "w", encoding="utf-8") as f:
-    f.write(text)
+  reporting.write_text(os.path.join(output, f"{NAME}.md"), text)
   return text
 
 
@@ -212,7 +210,7 @@ def main(argv=None) -> dict:
     print(write(saved, args.output))
     return saved
   argv_list = list(argv) if argv is not None else sys.argv[1:]
-  command = " ".join(["python experiments/modalities/audio.py"] + argv_list)
+  command = reporting.command_line("experiments/modalities/audio.py", argv_list)
   start = time.time()
   clap_dir = os.path.join(args.workdir, "clap")
   lm_dir = os.path.join(args.workdir, "audio_lm")

@@ -28,7 +28,7 @@ sys.path.insert(0, REPO)
 # pylint: disable=wrong-import-position
 import ml_collections  # noqa: E402
 
-from mmjax import config_lib, evaluate, restore, train  # noqa: E402
+from mmjax import config_lib, evaluate, reporting, restore, train  # noqa: E402
 
 NAME = "coattn"
 ENCODERS = ("vilbert", "lxmert", "visualbert")
@@ -85,8 +85,7 @@ def cached(path: str, compute, *workdirs: str) -> dict:
     if saved.get("checkpoints") == key:
       return saved["results"]
   results = compute()
-  with open(path, "w", encoding="utf-8") as f:
-    json.dump({"checkpoints": key, "results": results}, f, indent=1, sort_keys=True)
+  reporting.write_json(path, {"checkpoints": key, "results": results})
   return results
 
 
@@ -163,9 +162,7 @@ def main(argv=None) -> dict:
                       help="only rewrite the markdown from OUTPUT/coattn.json")
   args = parser.parse_args(argv)
   json_path = os.path.join(args.output, f"{NAME}.json")
-  command = ("python experiments/modalities/coattn.py " +
-             " ".join(a for a in (argv if argv is not None else sys.argv[1:])
-                      if a != "--from_json")).strip()
+  command = reporting.command_line("experiments/modalities/coattn.py", argv)
   if args.from_json:
     with open(json_path, encoding="utf-8") as f:
       saved = json.load(f)
@@ -220,11 +217,9 @@ def main(argv=None) -> dict:
                        "regions; text-only baseline = the same VQA config and pre-trained weights "
                        "fine-tuned with model.blind=True (every image zeroed) for the same steps.")}
     os.makedirs(args.output, exist_ok=True)
-    with open(json_path, "w", encoding="utf-8") as f:
-      json.dump(saved, f, indent=1, sort_keys=True)
+    reporting.write_json(json_path, saved)
   text = report(saved)
-  with open(os.path.join(args.output, f"{NAME}.md"), "w", encoding="utf-8") as f:
-    f.write(text)
+  reporting.write_text(os.path.join(args.output, f"{NAME}.md"), text)
   print(text)
   return saved
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import sys
 import time
 
@@ -30,7 +29,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, REPO)
 
 # pylint: disable=wrong-import-position
-from mmjax import config_lib, evaluate, restore, train  # noqa: E402
+from mmjax import config_lib, evaluate, reporting, restore, train  # noqa: E402
 from mmjax.evaluators import suites  # noqa: E402
 
 RESULTS = os.path.join(REPO, "experiments", "results", "modalities")
@@ -134,8 +133,7 @@ def main(argv=None) -> dict:
                       help="only rewrite the markdown from OUTPUT/video.json")
   args = parser.parse_args(argv)
   json_path = os.path.join(args.output, f"{NAME}.json")
-  command = ("python experiments/modalities/video.py " + shlex.join(
-      a for a in (argv if argv is not None else sys.argv[1:]) if a != "--from_json")).strip()
+  command = reporting.command_line("experiments/modalities/video.py", argv)
   if args.from_json:
     with open(json_path, encoding="utf-8") as f:
       saved = json.load(f)
@@ -165,11 +163,9 @@ def main(argv=None) -> dict:
              "train_s": train_s, "step": step, "model": model,
              "rows": rows_of(results, model), "results": results, "notes": list(args.note)}
     os.makedirs(args.output, exist_ok=True)
-    with open(json_path, "w", encoding="utf-8") as f:
-      json.dump(saved, f, indent=1, sort_keys=True)
+    reporting.write_json(json_path, saved)
   text = report(saved)
-  with open(os.path.join(args.output, f"{NAME}.md"), "w", encoding="utf-8") as f:
-    f.write(text)
+  reporting.write_text(os.path.join(args.output, f"{NAME}.md"), text)
   print(text)
   return saved
 

@@ -38,7 +38,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from mmjax import config_lib, restore, train  # noqa: E402
+from mmjax import config_lib, reporting, restore, train  # noqa: E402
 from mmjax.data import pipeline, shapes_world, tokenizers  # noqa: E402
 from mmjax.evaluators import reconstruction  # noqa: E402
 from mmjax.models import family as family_lib  # noqa: E402
@@ -290,8 +290,7 @@ def markdown(results: dict) -> str:
 
 def write(results: dict, output: str) -> None:
   os.makedirs(output, exist_ok=True)
-  with open(os.path.join(output, f"{NAME}.json"), "w", encoding="utf-8") as f:
-    json.dump(results, f, indent=1, sort_keys=True)
+  reporting.write_json(os.path.join(output, f"{NAME}.json"), results)
   with open(os.path.join(output, f"{NAME}.md"), "w", encoding="utf-8") as f:
     f.write(markdown(results))
 
@@ -317,8 +316,7 @@ def main(argv=None) -> dict:
                       help="only rewrite the markdown from OUTPUT/vq.json")
   args = parser.parse_args(argv)
   argv_list = list(argv if argv is not None else sys.argv[1:])
-  command = " ".join(["python experiments/modalities/vq.py"] +
-                     [a for a in argv_list if a != "--from_json"])
+  command = reporting.command_line("experiments/modalities/vq.py", argv_list)
   if args.from_json:
     with open(os.path.join(args.output, f"{NAME}.json"), encoding="utf-8") as f:
       results = json.load(f)

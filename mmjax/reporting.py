@@ -1,0 +1,34 @@
+"""What an experiment script records beside its numbers: the command that regenerates them, and
+the JSON / markdown files themselves (written whole, so a reader never sees half a table)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from typing import Any, Optional, Sequence
+
+# Flags that only re-render saved results: the recorded command must regenerate them instead.
+RENDER_ONLY_FLAGS = ("--from_json",)
+
+
+def command_line(script: str, argv: Optional[Sequence[str]] = None) -> str:
+  """`python SCRIPT ARGS...` as typed into a shell (quoted where needed), without render-only
+  flags; `argv` defaults to this process's arguments."""
+  args = [a for a in (sys.argv[1:] if argv is None else argv) if a not in RENDER_ONLY_FLAGS]
+  return shlex.join(["python", script, *args])
+
+
+def write_text(path: str, text: str) -> None:
+  """Writes `text` to `path` through a temporary file, creating the directory."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = f"{path}.tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def write_json(path: str, obj: Any) -> None:
+  """`obj` as indented, key-sorted JSON (stable diffs of committed results) at `path`."""
+  write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")

@@ -1,0 +1,22 @@
+"""mmjax.reporting: the recorded command regenerates the results when pasted into a shell."""
+
+import json
+import shlex
+
+from mmjax import reporting
+
+
+def test_command_line_quotes_and_drops_render_only_flags():
+  argv = ["--override", "data.datasets=('shapes', 'emoji')", "--steps", "10", "--from_json"]
+  command = reporting.command_line("experiments/connectors.py", argv)
+  assert command.startswith("python experiments/connectors.py --override ")
+  # The shell splits it back into exactly the arguments that produce the results.
+  assert shlex.split(command) == ["python", "experiments/connectors.py"] + argv[:-1]
+
+
+def test_write_json_is_sorted_and_leaves_no_temporary(tmp_path):
+  path = tmp_path / "deep" / "r.json"
+  reporting.write_json(str(path), {"b": 1, "a": [1.5]})
+  assert path.read_text() == '{\n "a": [\n  1.5\n ],\n "b": 1\n}\n'
+  assert json.loads(path.read_text()) == {"a": [1.5], "b": 1}
+  assert sorted(p.name for p in path.parent.iterdir()) == ["r.json"]
