@@ -41,14 +41,15 @@ def _names(tree):
 def test_ungated_xattn_has_no_gates_and_equals_fully_open_tanh_gates():
   batch = _batch()
   gated, ungated = _family(), _family("xattn.gating=none")
-  p_gated = nn.unbox(gated.init(jax.random.key(0), batch)["params"])
-  p_ungated = nn.unbox(ungated.init(jax.random.key(0), batch)["params"])
+  # Jitted: one compilation each instead of thousands of eagerly dispatched ops.
+  p_gated = nn.unbox(jax.jit(gated.init)(jax.random.key(0), batch)["params"])
+  p_ungated = nn.unbox(jax.jit(ungated.init)(jax.random.key(0), batch)["params"])
   gates = {n for n in _names(p_gated) if "_gate" in n}
   assert gates and _names(p_ungated) == _names(p_gated) - gates
   # tanh(20) == 1.0 in float32, so gates at 20 make the gated model the ungated one.
   opened = jax.tree_util.tree_map_with_path(
       lambda p, x: jnp.full_like(x, 20.0) if "_gate" in jax.tree_util.keystr(p) else x, p_gated)
-  logits = lambda fam, p: fam.predict_logits(p, batch)  # noqa: E731
+  logits = lambda fam, p: jax.jit(fam.predict_logits)(p, batch)  # noqa: E731
   np.testing.assert_allclose(logits(ungated, p_ungated), logits(gated, opened), atol=1e-6)
   # At init the gated model is the bare LM; the ungated one is not.
   assert not np.allclose(logits(ungated, p_ungated), logits(gated, p_gated), atol=1e-4)
