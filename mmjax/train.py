@@ -121,15 +121,22 @@ RESUMABLE_MODEL_FIELDS = frozenset({
     "freeze_vision", "freeze_lm", "freeze_text"})
 
 
+# Stands for "a field this code has and the saved config lacks": a switch added to mmjax since the
+# run was saved. New fields default to the behaviour that existed before them, so the resume goes on
+# (logged); were the default to change the parameters, the restore's tree check still refuses it.
+ADDED_FIELD = "<added field>"
+
+
 def _differences(saved: Any, current: Any, path: str) -> list[tuple[str, str]]:
   """(field name, 'path: saved X, this run Y') for every differing leaf of two JSON trees, in
   key order; list items are named by their list's field."""
   if isinstance(saved, dict) and isinstance(current, dict):
     out = []
     for key in sorted(set(saved) | set(current)):
-      if key not in saved or key not in current:
-        where = "this run" if key not in saved else "the saved config"
-        out.append((key, f"{path}.{key} exists only in {where}"))
+      if key not in saved:
+        out.append((ADDED_FIELD, f"{path}.{key} exists only in this run"))
+      elif key not in current:
+        out.append((key, f"{path}.{key} exists only in the saved config"))
       else:
         out += [(key if name is None else name, text) for name, text in
                 _differences(saved[key], current[key], f"{path}.{key}")]
@@ -142,8 +149,8 @@ def _differences(saved: Any, current: Any, path: str) -> list[tuple[str, str]]:
 
 def check_workdir_model(config: Any, workdir: str) -> None:
   """A workdir with checkpoints must belong to this model: its config.json's `model` section
-  must equal ours up to RESUMABLE_MODEL_FIELDS (those differences are logged), else ValueError
-  naming the first differing field. Nothing is written."""
+  must equal ours up to RESUMABLE_MODEL_FIELDS and fields added since it was saved (those
+  differences are logged), else ValueError naming the first differing field. Nothing is written."""
   directory = ckpt_lib.checkpoint_dir(workdir)
   path = os.path.join(workdir, "config.json")
   if not os.path.isdir(directory) or not os.path.exists(path):
@@ -159,10 +166,11 @@ def check_workdir_model(config: Any, workdir: str) -> None:
     return
   current = json.loads(config.model.to_json_best_effort())
   diffs = _differences(saved, current, "model")
+  allowed = RESUMABLE_MODEL_FIELDS | {ADDED_FIELD}
   for name, diff in diffs:
-    if name in RESUMABLE_MODEL_FIELDS:
+    if name in allowed:
       log.warning("resuming %s with a changed model field: %s", workdir, diff)
-  blocking = [diff for name, diff in diffs if name not in RESUMABLE_MODEL_FIELDS]
+  blocking = [diff for name, diff in diffs if name not in allowed]
   if blocking:
     raise ValueError(f"workdir {workdir} holds checkpoints of another model ({blocking[0]}). Use "
                      "a new --workdir, or the saved config to resume it.")

@@ -93,3 +93,20 @@ def test_resume_may_change_how_the_same_parameters_are_computed(data_dir, tmp_pa
   steps = [json.loads(line)["step"] for line in
            (tmp_path / "metrics.jsonl").read_text().splitlines() if '"step"' in line]
   assert min(steps) >= 1 and max(steps) == 3
+
+
+def test_fields_added_since_the_run_was_saved_do_not_block_its_resume(data_dir, tmp_path):
+  """A run saved before a model switch existed resumes (the switch's default is the old model);
+  a field the code no longer has still refuses it."""
+  config = micro_config(data_dir, total_steps=2)
+  train.train_and_evaluate(config, str(tmp_path))
+  path = tmp_path / "config.json"
+  saved = json.loads(path.read_text())
+  width = saved["model"]["vision"].pop("width")  # as if `width` were added after this run
+  path.write_text(json.dumps(saved))
+  train.check_workdir_model(config, str(tmp_path))  # no error
+  saved["model"]["vision"]["width"] = width
+  saved["model"]["vision"]["retired_switch"] = 1
+  path.write_text(json.dumps(saved))
+  with pytest.raises(ValueError, match=r"model\.vision\.retired_switch exists only in the saved"):
+    train.check_workdir_model(config, str(tmp_path))
