@@ -126,10 +126,12 @@ class _TwoTowerFamily(family.ModelFamily):
     if dst.split("/")[0] != "text" or bert_tower.text_kind(self.config.text) != "bert":
       raise ValueError(f"init_from {dst}={source}: a pretrained BERT can only initialise the "
                        "text tower of a model.text.kind='bert' model (DST 'text/bert')")
+    text = self.config.text
+    ours = dict(text, mlp_dim=text.mlp_dim or 4 * text.width)  # None means 4 * width
     for key, value in fields.items():
-      if key != "pooler" and self.config.text.get(key) != value:
+      if key != "pooler" and ours.get(key) != value:
         raise ValueError(f"init_from {dst}={source}: the checkpoint has {key}={value!r} but "
-                         f"config model.text.{key}={self.config.text.get(key)!r}")
+                         f"config model.text.{key}={text.get(key)!r}")
 
   def dummy_batch(self, batch_size: int) -> dict[str, Array]:
     size = self.config.vision.image_size
