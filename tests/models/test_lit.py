@@ -11,7 +11,7 @@ import optax
 import pytest
 from safetensors import numpy as safetensors_numpy
 
-from mmjax import config_lib, losses, optim, restore, train
+from mmjax import config_lib, losses, optim, restore, summary, train
 from mmjax.convert import hf_bert
 from mmjax.models import bert as bert_lib
 from mmjax.models import family as family_lib
@@ -167,3 +167,12 @@ def test_hf_bert_source_errors(lit, small_bert_dir, tmp_path):
                           family_lib.build(other))
   with pytest.raises(ValueError, match="only initialise the text tower"):
     train.apply_init_from(params, (f"image=hf_bert:{small_bert_dir[0]}:",), shardings, family)
+
+
+def test_summary_counts_the_locked_tower_as_frozen(lit):
+  _, _, params = lit
+  table = summary.summarize("configs/clip.py:lit_micro")
+  n_bert = sum(np.size(x) for x in jax.tree_util.tree_leaves(params["text"]["bert"]))
+  n_all = sum(np.size(x) for x in jax.tree_util.tree_leaves(params))
+  assert f"trainable_params: {n_all - n_bert}" in table and f"total_params: {n_all}" in table
+  assert any(line.split()[:1] == ["bert"] and line.endswith("no") for line in table.splitlines())
