@@ -9,9 +9,10 @@ into experiments/results/recipe.{json,md}.
            2023; `--stage1 lit`: LiT, Zhai et al. 2022, with the text side locked: the
            pretrained all-MiniLM-L6-v2 plus a trainable head, the ViT from scratch;
            configs/clip.py:lit_tiny, lit_micro at --scale micro) on shapes captions plus, where
-           the offline data is installed, Noto emoji names and Tux Paint stamps. Reported: zero-shot classification / retrieval in distribution
-           and on what training never showed (shapes' held-out colour-shape pairs, the Twemoji
-           drawing style, Fashion-MNIST; experiments/clip_ablations.py:held_out_evals).
+           the offline data is installed, Noto emoji names and Tux Paint stamps. Reported:
+           zero-shot classification / retrieval in distribution and on what training never
+           showed (shapes' held-out colour-shape pairs, the Twemoji drawing style,
+           Fashion-MNIST; experiments/clip_ablations.py:held_out_evals).
   stage 2  the language model. micro / tiny: our small decoder pre-trained on the `text` corpus
            (WordNet glosses, Austen) plus the text of every shapes dataset; smollm2: the real
            SmolLM2-135M-Instruct read from its GGUF (mmjax/convert/gguf.py) with its own BPE

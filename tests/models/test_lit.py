@@ -12,7 +12,7 @@ import pytest
 from safetensors import numpy as safetensors_numpy
 
 from mmjax import config_lib, losses, optim, restore, summary, train
-from mmjax.convert import hf_bert
+from mmjax.convert import hf_bert, open_clip
 from mmjax.models import bert as bert_lib
 from mmjax.models import family as family_lib
 
@@ -116,6 +116,9 @@ def test_transformer_kind_is_the_default_and_unchanged():
   named.text.kind = "gpt"
   with pytest.raises(ValueError, match="model.text.kind='gpt'"):
     family_lib.build(named)
+  lit_model = config_lib.load_config("configs/clip.py:lit_micro").model
+  with pytest.raises(ValueError, match="model.text.kind='bert'.*no open_clip layout"):
+    open_clip.rules_for(lit_model)
 
 
 @pytest.fixture(scope="module")
