@@ -108,7 +108,8 @@ def load_init_source(source: str, *, scan: bool = True, data_dir: Optional[str] 
     if not os.path.isabs(directory):
       from mmjax.data import datasets  # pylint: disable=import-outside-toplevel
       directory = os.path.join(datasets.resolve_data_dir(data_dir), directory)
-    return PRETRAINED_SOURCES[scheme](directory, scan)[::-1]
+    fields, params = PRETRAINED_SOURCES[scheme](directory, scan)
+    return params, fields
   directory = source if os.path.basename(source.rstrip("/")) == ckpt_lib.SUBDIR else \
       ckpt_lib.checkpoint_dir(source)
   return ckpt_lib.Checkpointer(directory, async_save=False).restore_params(), None

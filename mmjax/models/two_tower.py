@@ -123,7 +123,7 @@ class _TwoTowerFamily(family.ModelFamily):
   def check_init_fields(self, dst: str, fields: Mapping[str, Any], source: str) -> None:
     """A pretrained BERT for `text/bert` must have the architecture of `model.text` (shapes are
     checked later; this catches what shapes cannot: activation, norm_eps, heads)."""
-    if dst.split("/")[0] != "text" or bert_tower.text_kind(self.config.text) != "bert":
+    if dst != "text/bert" or bert_tower.text_kind(self.config.text) != "bert":
       raise ValueError(f"init_from {dst}={source}: a pretrained BERT can only initialise the "
                        "text tower of a model.text.kind='bert' model (DST 'text/bert')")
     text = self.config.text
