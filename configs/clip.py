@@ -1,7 +1,9 @@
 """CLIP (Radford et al. 2021): softmax contrastive image-text pre-training.
 
 Presets: tiny, micro (seconds on CPU), vit_b32, vit_b16, vit_l14 (open_clip's sizes), and LiT
-(Zhai et al. 2022) in its "Lu" setting, locked text / unlocked image: the pretrained
+(Zhai et al. 2022) with the towers' roles swapped: locked text, unlocked image. The paper's LiT
+is "Lu" in its two-letter (image, text) notation, a locked pretrained image tower and a text
+tower from scratch; no pretrained vision weights exist here, so this is "uL": the pretrained
 all-MiniLM-L6-v2 text tower is locked (a trainable linear head on top) and the ViT trains from
 scratch against it: lit_tiny (the real MiniLM, `scripts/fetch_weights.sh` first), lit_micro
 (a random micro BERT and a WordPiece vocab trained on shapes; for tests).
@@ -96,7 +98,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
 
 
 def lit(arg: str) -> ml_collections.ConfigDict:
-  """LiT ("Lu": locked text, unlocked image) at tiny / micro size: CLIP's loss and ViT, the
+  """LiT ("uL": locked text, image from scratch) at tiny / micro size: CLIP's loss and ViT, the
   locked BERT text tower, its tokenizer; lit_tiny loads all-MiniLM-L6-v2 through init_from."""
   if arg == "lit_tiny":
     m = model(embed_dim=128,

@@ -1,6 +1,10 @@
 """LiT's text tower (Zhai et al. 2022, "LiT: Zero-Shot Transfer with Locked-image text Tuning"):
 a pretrained BERT sentence encoder (all-MiniLM-L6-v2) with a trainable linear head.
 
+The paper locks a pretrained image tower ("Lu" in its (image, text) notation); here the text
+tower is the locked pretrained one and the ViT trains from scratch ("uL"), since no pretrained
+vision weights exist offline (configs/clip.py:lit_tiny).
+
 The tower is the `text` sub-tree of a two-tower model whose `model.text.kind` is 'bert'
 (configs/clip.py:lit_text): `text/bert/...` holds mmjax.models.bert.Bert (initialised from the
 Hugging Face checkpoint through `init_from=('text/bert=hf_bert:DIR:',)` and locked with
