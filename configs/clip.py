@@ -1,17 +1,50 @@
 """CLIP (Radford et al. 2021): softmax contrastive image-text pre-training.
 
-Presets: tiny, micro (seconds on CPU), vit_b32, vit_b16, vit_l14 (open_clip's sizes).
+Presets: tiny, micro (seconds on CPU), vit_b32, vit_b16, vit_l14 (open_clip's sizes), and LiT
+(Zhai et al. 2022) with the towers' roles swapped: locked text, unlocked image. The paper's LiT
+is "Lu" in its two-letter (image, text) notation, a locked pretrained image tower and a text
+tower from scratch; no pretrained vision weights exist here, so this is "uL": the pretrained
+all-MiniLM-L6-v2 text tower is locked (a trainable linear head on top) and the ViT trains from
+scratch against it: lit_tiny (the real MiniLM, `scripts/fetch_weights.sh` first), lit_micro
+(a random micro BERT and a WordPiece vocab trained on shapes; for tests).
     python -m mmjax.summary --config configs/clip.py:vit_b32
+    python -m mmjax.train --config configs/clip.py:lit_tiny --workdir /tmp/lit
 """
 
 import math
 
 import ml_collections
 
+import bert_text
 import common
 from mmjax.data import config as data_config
 
-PRESETS = ("tiny", "micro", "vit_b32", "vit_b16", "vit_l14")
+PRESETS = ("tiny", "micro", "vit_b32", "vit_b16", "vit_l14", "lit_tiny", "lit_micro")
+# LiT's locked text tower: the BERT encoder under `text/bert` (its head `text/proj` trains).
+LIT_FROZEN = (r"^text/bert/",)
+# Where scripts/fetch_weights.sh puts all-MiniLM-L6-v2, relative to the data directory
+# (mmjax.restore.load_init_source resolves a relative pretrained DIR there).
+MINILM_INIT = "text/bert=hf_bert:weights/all-MiniLM-L6-v2:"
+
+
+def lit_text(**overrides) -> ml_collections.ConfigDict:
+  """A `model.text` block of kind 'bert' (mmjax/models/bert_tower.py): the BERT encoder fields of
+  configs/bert_text.py:bert plus the tower's own fields below; defaults are all-MiniLM-L6-v2."""
+  c = bert_text.bert(width=384, depth=6, num_heads=12, mlp_dim=1536,
+                     # LiT pools the token states (mean over non-padding tokens), not [CLS]:
+                     # no pooler parameters (a checkpoint's pooler is skipped by init_from).
+                     pooler=False)
+  # Text tower kind: 'bert' (this block) or 'transformer' (configs/common.py:text; blocks
+  # without the field are 'transformer').
+  c.kind = "bert"
+  # Length of the token ids the pipeline gives the tower (data.text_length); <= max_length.
+  c.context_length = 32
+  # Padding id of the tokenizer: keys with it are masked and left out of the mean (BERT: 0).
+  c.pad_id = 0
+  # Bias on the trainable projection into the joint embedding space.
+  c.proj_bias = False
+  c.update(overrides)
+  return c
 
 
 def model(**overrides) -> ml_collections.ConfigDict:
@@ -57,9 +90,34 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
               vision=common.vit(image_size=32, patch_size=8, width=32, depth=2, num_heads=2),
               text=common.text(vocab_size=512, context_length=16, width=32, depth=2, num_heads=2,
                                eos_id=3, pool="eos"))
+  elif arg in ("lit_tiny", "lit_micro"):
+    return lit(arg)
   else:
     raise ValueError(f"unknown clip preset {arg!r}; choose one of {PRESETS}")
   return with_trainer(common.root(m), arg)
+
+
+def lit(arg: str) -> ml_collections.ConfigDict:
+  """LiT ("uL": locked text, image from scratch) at tiny / micro size: CLIP's loss and ViT, the
+  locked BERT text tower, its tokenizer; lit_tiny loads all-MiniLM-L6-v2 through init_from."""
+  if arg == "lit_tiny":
+    m = model(embed_dim=128,
+              vision=common.vit(image_size=64, patch_size=8, width=128, depth=4, num_heads=4),
+              text=lit_text(context_length=32))
+  else:
+    m = model(embed_dim=32,
+              vision=common.vit(image_size=32, patch_size=8, width=32, depth=2, num_heads=2),
+              # Random init; 512 rows hold the shapes WordPiece vocab (tokenizer bert_wordpiece).
+              text=lit_text(vocab_size=512, max_length=32, width=32, depth=2, num_heads=2,
+                            mlp_dim=None, context_length=16))
+  config = with_trainer(common.root(m), arg.removeprefix("lit_"))
+  config.optim.frozen = LIT_FROZEN
+  if arg == "lit_tiny":
+    config.init_from = (MINILM_INIT,)
+    config.data.tokenizer = "minilm"
+  else:
+    config.data.tokenizer = "bert_wordpiece"
+  return config
 
 
 def with_trainer(config: ml_collections.ConfigDict, arg: str) -> ml_collections.ConfigDict:

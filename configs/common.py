@@ -46,7 +46,9 @@ def vit(**overrides) -> ml_collections.ConfigDict:
 
 
 def text(**overrides) -> ml_collections.ConfigDict:
-  """Transformer text tower (mmjax/models/text.py)."""
+  """Transformer text tower (mmjax/models/text.py). Two-tower models also take a BERT tower
+  (LiT) through a block with kind='bert' (configs/clip.py:lit_text); this block has no `kind`
+  field, which means 'transformer', so existing configs and checkpoints are unchanged."""
   c = ml_collections.ConfigDict()
   # Rows of the token embedding (49408 for CLIP's BPE, 32000 for SigLIP's sentencepiece).
   c.vocab_size = 49408

@@ -6,10 +6,13 @@ into experiments/results/recipe.{json,md}.
     python experiments/recipe.py --from_json                    # rewrite the markdown only
 
   stage 1  the vision tower: CLIP (Radford et al. 2021; `--stage1 siglip`: SigLIP, Zhai et al.
-           2023) on shapes captions plus, where the offline data is installed, Noto emoji names
-           and Tux Paint stamps. Reported: zero-shot classification / retrieval in distribution
-           and on what training never showed (shapes' held-out colour-shape pairs, the Twemoji
-           drawing style, Fashion-MNIST; experiments/clip_ablations.py:held_out_evals).
+           2023; `--stage1 lit`: LiT, Zhai et al. 2022, with the text side locked: the
+           pretrained all-MiniLM-L6-v2 plus a trainable head, the ViT from scratch;
+           configs/clip.py:lit_tiny, lit_micro at --scale micro) on shapes captions plus, where
+           the offline data is installed, Noto emoji names and Tux Paint stamps. Reported:
+           zero-shot classification / retrieval in distribution and on what training never
+           showed (shapes' held-out colour-shape pairs, the Twemoji drawing style,
+           Fashion-MNIST; experiments/clip_ablations.py:held_out_evals).
   stage 2  the language model. micro / tiny: our small decoder pre-trained on the `text` corpus
            (WordNet glosses, Austen) plus the text of every shapes dataset; smollm2: the real
            SmolLM2-135M-Instruct read from its GGUF (mmjax/convert/gguf.py) with its own BPE
@@ -56,6 +59,8 @@ RESULTS = os.path.join(REPO, "experiments", "results")
 SCALES = ("micro", "tiny", "smollm2")
 SHOTS = (0, 4, 8, 16, 32)
 SPLITS = ("validation", "heldout")  # unseen scenes; unseen colour-shape pairs
+# Stage 1's contrastive pre-training of the vision tower (--stage1).
+STAGE1 = ("clip", "siglip", "lit")
 # Stage 3's video QA (the vqa evaluator on shapes_video clips): name -> evaluator config; its
 # numeric results land in the stage-3 table (left out of --eval_size smoke).
 VIDEO_QA_EVAL: dict[str, dict[str, Any]] = {
@@ -85,11 +90,16 @@ def _base_scale(scale: str) -> str:
 
 def stage1_config(scale: str, family: str, steps: int, offline: bool,
                   max_examples: int | None = None) -> ml_collections.ConfigDict:
-  """CLIP / SigLIP with the Flamingo preset's vision tower, on shapes (+ emoji + tuxpaint)."""
-  if family not in ("clip", "siglip"):
-    raise ValueError(f"--stage1 must be 'clip' or 'siglip', got {family!r}")
+  """CLIP / SigLIP / LiT with the Flamingo preset's vision tower, on shapes (+ emoji +
+  tuxpaint). LiT is configs/clip.py:lit_<scale> (its locked MiniLM text tower and tokenizer);
+  stage 3 reads only the `image` tower, so it is the same for all three."""
+  if family not in STAGE1:
+    raise ValueError(f"--stage1 must be one of {STAGE1}, got {family!r}")
   spec, over = fa.clip_overrides(_base_scale(scale), False, steps)
-  spec = spec.replace("configs/clip.py", f"configs/{family}.py")
+  if family == "lit":
+    spec = spec.replace("configs/clip.py:", "configs/clip.py:lit_")
+  else:
+    spec = spec.replace("configs/clip.py", f"configs/{family}.py")
   if offline:
     over += ["data.datasets=('shapes','emoji','tuxpaint')", "data.weights=(2.0,1.0,1.0)"]
   if max_examples:
@@ -329,8 +339,9 @@ def main(argv=None) -> int:
   parser.add_argument("--scale", default="tiny", choices=SCALES)
   parser.add_argument("--workdir", default="/tmp/mmjax_recipe")
   parser.add_argument("--seeds", default="0,1,2", help="comma-separated stage-3 seeds")
-  parser.add_argument("--stage1", default="clip", choices=("clip", "siglip"),
-                      help="the vision tower's contrastive loss")
+  parser.add_argument("--stage1", default="clip", choices=STAGE1,
+                      help="the vision tower's contrastive pre-training (lit: against the "
+                      "locked pretrained MiniLM text tower)")
   parser.add_argument("--interleaved", default="episodes", choices=("episodes", "documents"),
                       help="what the interleaved slot of stage 3's mixture holds")
   parser.add_argument("--clip_steps", type=int, default=500)

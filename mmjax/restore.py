@@ -4,13 +4,16 @@ weights file, and the run's config.
     params, step = load_params("/tmp/run")                       # newest step of a workdir
     params, step = load_params("/tmp/run/checkpoints/600")       # that step
     params, step = load_params("params.safetensors")             # mmjax.convert output (step None)
+
+`config.init_from` sources are read by `load_init_source`: a run (workdir or checkpoints
+directory), or a converter-backed pretrained model named `SCHEME:DIR` (PRETRAINED_SOURCES).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import ml_collections
 
@@ -64,3 +67,49 @@ def load_run_config(path: str, spec: Optional[str] = None, overrides=()) -> Any:
       return config
     workdir = os.path.dirname(os.path.abspath(workdir))
   raise FileNotFoundError(f"no config.json found at or above {path}; pass --config")
+
+
+def _hf_bert(directory: str, scan: bool) -> tuple[dict, Any]:
+  from mmjax.convert import hf_bert  # pylint: disable=import-outside-toplevel
+  return hf_bert.load_pretrained(directory, scan=scan)
+
+
+# `init_from` sources that are pretrained models converted on the fly rather than mmjax runs:
+# scheme -> loader(directory, scan) -> (architecture fields, params tree). 'hf_bert': a Hugging
+# Face BertModel directory (config.json + model.safetensors), e.g. all-MiniLM-L6-v2 for LiT.
+PRETRAINED_SOURCES: dict[str, Callable[[str, bool], tuple[dict, Any]]] = {"hf_bert": _hf_bert}
+
+
+def split_pretrained_source(source: str) -> Optional[tuple[str, str]]:
+  """(scheme, directory) of a `SCHEME:DIR` pretrained source, or None for a run directory."""
+  scheme, sep, directory = source.partition(":")
+  if sep and scheme in PRETRAINED_SOURCES:
+    return scheme, directory
+  return None
+
+
+def load_init_source(source: str, *, scan: bool = True, data_dir: Optional[str] = None
+                     ) -> tuple[Any, Optional[dict]]:
+  """(params, architecture fields or None) of one `init_from` source.
+
+  `SCHEME:DIR` (a PRETRAINED_SOURCES scheme) converts the pretrained model in DIR to our layout
+  (`scan`: layers stacked as the model's `scan` field says); a relative DIR is taken inside the
+  data directory (`data_dir`, else $MMJAX_DATA_DIR, else ~/mmjax_data), so
+  'hf_bert:weights/all-MiniLM-L6-v2' finds what scripts/fetch_weights.sh installs. Anything
+  else is a run: its latest checkpoint's params (fields None).
+  """
+  if source in PRETRAINED_SOURCES:
+    raise ValueError(f"config init_from source {source!r} names no directory: write "
+                     f"'DST={source}:DIR:' (the final ':' selects the whole model)")
+  pretrained = split_pretrained_source(source)
+  if pretrained is not None:
+    scheme, directory = pretrained
+    directory = os.path.expanduser(directory)
+    if not os.path.isabs(directory):
+      from mmjax.data import datasets  # pylint: disable=import-outside-toplevel
+      directory = os.path.join(datasets.resolve_data_dir(data_dir), directory)
+    fields, params = PRETRAINED_SOURCES[scheme](directory, scan)
+    return params, fields
+  directory = source if os.path.basename(source.rstrip("/")) == ckpt_lib.SUBDIR else \
+      ckpt_lib.checkpoint_dir(source)
+  return ckpt_lib.Checkpointer(directory, async_save=False).restore_params(), None

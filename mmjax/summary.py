@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 import collections
 import math
+import re
 import sys
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -64,10 +65,15 @@ def count_params(params: Any) -> int:
 
 
 def format_table(family: family_lib.ModelFamily, params: Any, depth: int = 2,
-                 leaves: bool = False) -> str:
-  """The printed table (also used by tests)."""
+                 leaves: bool = False, frozen: Sequence[str] = ()) -> str:
+  """The printed table (also used by tests); `frozen` are the config's optim.frozen regexes
+  (e.g. LiT's locked text tower), which count as not trainable like the family's own."""
   total = count_params(params)
-  trainable_fn = getattr(family, "is_trainable", lambda path: True)
+  family_fn = getattr(family, "is_trainable", lambda path: True)
+  compiled = [re.compile(p) for p in frozen]
+  # A module row is frozen when the regex matches its path (as it would every leaf under it).
+  trainable_fn = lambda path: family_fn(path) and not any(  # noqa: E731
+      c.search(path + "/") or c.search(path) for c in compiled)
   lines = [f"{'module':<56} {'params':>14} {'share':>7}  trainable"]
   for name, n in module_counts(params, depth).items():
     indent = "  " * (name.count("/"))
@@ -101,7 +107,8 @@ def summarize(spec: str, overrides=(), depth: int = 2, leaves: bool = False) -> 
   config = config_lib.load_config(spec, overrides)
   family = family_lib.build(config.model)
   variables = abstract_variables(family)
-  return format_table(family, variables["params"], depth=depth, leaves=leaves)
+  return format_table(family, variables["params"], depth=depth, leaves=leaves,
+                      frozen=config.optim.frozen if "optim" in config else ())
 
 
 def main(argv=None) -> int:

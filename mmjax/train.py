@@ -37,6 +37,7 @@ from mmjax import optim
 from mmjax import parallel as P
 from mmjax import paths
 from mmjax import preemption
+from mmjax import restore
 from mmjax import evaluators as eval_lib
 from mmjax.data import pipeline
 from mmjax.data import tokenizers
@@ -230,15 +231,20 @@ def _restrict_to(source: Any, target: Any, where: str) -> Any:
   return {k: _restrict_to(v, target[k], f"{where}/{k}") for k, v in source.items() if k in target}
 
 
-def apply_init_from(params: Any, specs, shardings: Any, family: Any = None) -> Any:
-  """Copies sub-trees of other runs' latest checkpoints into `params` (shapes must agree; source
-  parameters this model lacks, such as a projection head, are skipped). `family` may first
-  re-lay a source out (`ModelFamily.adapt_init_source`: a plain LM run into Flamingo's LM)."""
+def apply_init_from(params: Any, specs, shardings: Any, family: Any = None,
+                    data_dir: Optional[str] = None) -> Any:
+  """Copies sub-trees of other runs' latest checkpoints, or of converter-backed pretrained models
+  ('text/bert=hf_bert:DIR:', restore.load_init_source; relative DIRs inside `data_dir`), into
+  `params` (shapes must agree; source parameters this model lacks, such as a projection head or
+  BERT's pooler, are skipped). `family` may first re-lay a source out
+  (`ModelFamily.adapt_init_source`: a plain LM run into Flamingo's LM) and must accept a
+  pretrained source's architecture (`ModelFamily.check_init_fields`)."""
   params = jax.tree_util.tree_map(lambda x: x, params)  # a fresh dict tree we may mutate
+  scan = bool(family.config.get("scan", True)) if family is not None else True
   for dst, source, src in parse_init_from(specs):
-    directory = source if os.path.basename(source.rstrip("/")) == ckpt_lib.SUBDIR else \
-        ckpt_lib.checkpoint_dir(source)
-    restored = ckpt_lib.Checkpointer(directory, async_save=False).restore_params()
+    restored, fields = restore.load_init_source(source, scan=scan, data_dir=data_dir)
+    if fields is not None and family is not None:
+      family.check_init_fields(dst, fields, source)
     sub = _get_path(restored, src, f"init_from source {source}")
     target = _get_path(params, dst, "init_from destination (this model)")
     if family is not None:
@@ -447,7 +453,8 @@ def train_and_evaluate(config: Any, workdir: str, devices: Optional[list] = None
     log.info("resumed from step %d in %s", start_step, checkpointer.directory)
     print(f"resumed from checkpoint step {start_step}", flush=True)
   elif config.init_from:
-    params = apply_init_from(params, config.init_from, param_shardings, family)
+    params = apply_init_from(params, config.init_from, param_shardings, family,
+                             config.data.get("data_dir"))
   # Recorded only now that the workdir's checkpoints are known to be this model's.
   if is_chief:
     write_run_record(config, workdir, mesh)

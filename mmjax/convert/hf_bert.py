@@ -3,6 +3,7 @@
     fields = bert_fields(hf_config.to_dict())        # -> configs/bert_text.py:bert(**fields)
     params = to_mmjax(bert_model.state_dict(), cfg)   # strict one-to-one key check
     state = from_mmjax(params, cfg)                   # numpy, BertModel's keys
+    fields, params = load_pretrained(DIR)             # config.json + model.safetensors, no torch
 
 `cfg` is a bert block (fields of configs/bert_text.py:bert, plus `scan`). Checkpoints of
 BertFor* heads keep the encoder under `bert.`: pass prefix='bert.' (heads are not converted).
@@ -10,6 +11,8 @@ BertFor* heads keep the encoder under `bert.`: pass prefix='bert.' (heads are no
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any, Mapping
 
 import numpy as np
@@ -90,3 +93,31 @@ def from_mmjax(params: Mapping[str, Any], cfg: Any, prefix: str = "",
   if scan:
     flat = common.unstack_layers(flat, STACK_NAMES)
   return common.apply_to_theirs(rules(cfg, prefix), flat, "mmjax BERT params")
+
+
+# What a pretrained BERT directory must hold (all-MiniLM-L6-v2 as scripts/fetch_weights.sh
+# installs it, or any Hugging Face BertModel save).
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def load_pretrained(directory: str, scan: bool = True) -> tuple[dict, dict[str, Any]]:
+  """(configs/bert_text.py fields, our Bert params tree in numpy) of a Hugging Face BertModel
+  directory: its config.json and model.safetensors, read with numpy only (no torch, no hub).
+  Raises FileNotFoundError naming the missing file and scripts/fetch_weights.sh."""
+  paths = {name: os.path.join(directory, name) for name in (CONFIG_FILE, WEIGHTS_FILE)}
+  missing = [path for path in paths.values() if not os.path.exists(path)]
+  if missing:
+    raise FileNotFoundError(f"pretrained BERT directory {directory} lacks {missing}; "
+                            "scripts/fetch_weights.sh DATA_DIR installs all-MiniLM-L6-v2 into "
+                            "DATA_DIR/weights/all-MiniLM-L6-v2")
+  with open(paths[CONFIG_FILE], encoding="utf-8") as f:
+    fields = bert_fields(json.load(f))
+  from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
+  state = load_file(paths[WEIGHTS_FILE])
+  # BertFor* checkpoints keep the encoder under `bert.`; BertModel / sentence-transformers saves
+  # (all-MiniLM-L6-v2) have no prefix. The pooler is converted when present.
+  prefix = "bert." if any(k.startswith("bert.") for k in state) else ""
+  fields["pooler"] = f"{prefix}pooler.dense.weight" in state
+  state = {k: v for k, v in state.items() if k.startswith(prefix)} if prefix else state
+  return fields, to_mmjax(state, fields, prefix=prefix, scan=scan)

@@ -198,6 +198,9 @@ class _Fields(dict):
 
 def rules_for(model: Any, layout: Optional[Layout] = None) -> list[Rule]:
   """The conversion rules of `model` (our config.model block) in `layout` (default: inferred)."""
+  if model.text.get("kind", "transformer") != "transformer":
+    raise ValueError(f"config model.text.kind={model.text.get('kind')!r} (LiT's BERT tower) "
+                     "has no open_clip layout; only text.kind='transformer' towers convert")
   layout = layout or Layout.infer(model)
   if model.family in ("clip", "siglip"):
     return two_tower_rules(model, layout)

@@ -13,6 +13,9 @@
 - `audio_sp`: shapes_sp's recipe on `audio_events` captions (audio models' tokenizer).
 - `bert_wordpiece`: lower-cased BERT WordPiece (= BertTokenizerFast) over `vocab_file=`;
   by default a vocab trained on `shapes` and cached.
+- `minilm`: all-MiniLM-L6-v2's lower-cased WordPiece (= its BertTokenizer: [CLS] ... [SEP],
+  pad id 0) from DATA_DIR/weights/all-MiniLM-L6-v2/vocab.txt (scripts/fetch_weights.sh); the
+  tokenizer of LiT's locked MiniLM text tower (configs/clip.py:lit_tiny).
 - `smollm2`: SmolLM2-135M-Instruct's byte-level BPE (= transformers' tokenizer of its GGUF),
   from DATA_DIR/weights/SmolLM2-135M-Instruct-GGUF (scripts/fetch_weights.sh) or `path=`.
 
@@ -295,6 +298,25 @@ def bert_wordpiece(vocab_file: str | None = None, data_dir: str | None = None,
                      eos_id=ids["[SEP]"])
 
 
+MINILM_DIR = os.path.join("weights", "all-MiniLM-L6-v2")
+
+
+def minilm(data_dir: str | None = None, vocab_file: str | None = None) -> HFTokenizer:
+  """all-MiniLM-L6-v2's WordPiece: its vocab.txt (DATA_DIR/weights/all-MiniLM-L6-v2, or
+  `vocab_file`), lower-cased, [CLS]/[SEP]/[PAD] = 101/102/0, so LiT's locked tower reads the ids
+  it was trained on."""
+  from mmjax.data import datasets  # pylint: disable=import-outside-toplevel
+  vocab_file = vocab_file or os.path.join(datasets.resolve_data_dir(data_dir), MINILM_DIR,
+                                          "vocab.txt")
+  if not os.path.exists(vocab_file):
+    raise FileNotFoundError(f"MiniLM vocab_file {vocab_file} is missing; run "
+                            "scripts/fetch_weights.sh DATA_DIR (it writes "
+                            "DATA_DIR/weights/all-MiniLM-L6-v2)")
+  tok = bert_wordpiece(vocab_file, lowercase=True)
+  tok.name = "minilm"
+  return tok
+
+
 # ---- Trained on shapes --------------------------------------------------------------------------
 
 # Bumped whenever `shapes_corpus` changes, so cached models of an older corpus are not reused.
@@ -490,6 +512,7 @@ _REGISTRY: dict[str, Callable[..., Tokenizer]] = {
     "gpt2": gpt2,
     "clip": clip,
     "bert_wordpiece": bert_wordpiece,
+    "minilm": minilm,
     "smollm2": smollm2,
 }
 

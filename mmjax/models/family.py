@@ -92,6 +92,12 @@ class ModelFamily(abc.ABC):
     del dst, target
     return source
 
+  def check_init_fields(self, dst: str, fields: Mapping[str, Any], source: str) -> None:
+    """Refuses a converter-backed `init_from` source (restore.PRETRAINED_SOURCES) whose
+    architecture `fields` do not fit our sub-tree `dst`; by default no family takes one."""
+    raise ValueError(f"init_from {dst}={source}: model family {self.family_name!r} takes no "
+                     "pretrained converter source (only workdirs / checkpoint directories)")
+
   @abc.abstractmethod
   def loss(self, params: Any, batch: Batch, rng: Array | None = None,
            train: bool = True) -> tuple[Array, Metrics]:

@@ -2,6 +2,8 @@
 
 An image tower (ViT) and a text tower map their inputs into a shared `embed_dim` space; the
 embeddings are L2-normalised and compared with a learned temperature (and, for SigLIP, a bias).
+The text tower is CLIP's transformer (`model.text.kind='transformer'`, the default) or LiT's
+pretrained BERT with a trainable head (`kind='bert'`, mmjax/models/bert_tower.py).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 
 from mmjax import batch as B
 from mmjax import losses
+from mmjax.models import bert_tower
 from mmjax.models import family
 from mmjax.models import layers
 from mmjax.models import text as text_lib
@@ -26,6 +29,10 @@ Array = jax.Array
 def tower_kwargs(config: Any, embed_dim: Optional[int], common: Mapping[str, Any]) -> dict:
   """Module kwargs of a tower from its config block plus the model-wide fields."""
   kwargs = dict(config)
+  kind = kwargs.pop("kind", "transformer")
+  if kind != "transformer":
+    raise ValueError(f"config text.kind={kind!r} is only supported by the clip / siglip "
+                     "families; this tower takes 'transformer'")
   kwargs.update(common)
   if embed_dim is None:
     kwargs.pop("project", None)
@@ -46,6 +53,9 @@ def common_kwargs(config: Any) -> dict:
 class TwoTower(nn.Module):
   """Image and text towers plus the learned logit scale (and bias, for SigLIP).
 
+  `text_kind` picks the text tower: 'transformer' (text.TextTransformer) or 'bert'
+  (bert_tower.BertTextTower); `text` holds that module's kwargs.
+
   `__call__(image=None, text=None, train)` returns a dict with the L2-normalised `image_emb`
   and/or `text_emb` [B, embed_dim], `logit_scale` (= exp(t), clamped at `max_logit_scale`)
   and `logit_bias` (0 without a bias).
@@ -55,10 +65,14 @@ class TwoTower(nn.Module):
   init_logit_scale: float = losses.CLIP_INIT_LOGIT_SCALE
   init_logit_bias: Optional[float] = None
   max_logit_scale: Optional[float] = losses.CLIP_MAX_LOGIT_SCALE
+  text_kind: str = "transformer"
 
   def setup(self):
     self.image_tower = vit_lib.ViT(**self.vision, name="image")
-    self.text_tower = text_lib.TextTransformer(**self.text, name="text")
+    if self.text_kind == "bert":
+      self.text_tower = bert_tower.BertTextTower(**self.text, name="text")
+    else:
+      self.text_tower = text_lib.TextTransformer(**self.text, name="text")
     self.logit_scale = self.param("logit_scale", layers.with_axes(
         nn.initializers.constant(self.init_logit_scale)), (), jnp.float32)
     if self.init_logit_bias is not None:
@@ -98,11 +112,26 @@ class _TwoTowerFamily(family.ModelFamily):
 
   def make_module(self, config: Any) -> nn.Module:
     common = common_kwargs(config)
+    kind = bert_tower.text_kind(config.text)
+    text_kwargs = (bert_tower.tower_kwargs if kind == "bert" else tower_kwargs)(
+        config.text, config.embed_dim, common)
     return TwoTower(
-        vision=tower_kwargs(config.vision, config.embed_dim, common),
-        text=tower_kwargs(config.text, config.embed_dim, common),
+        vision=tower_kwargs(config.vision, config.embed_dim, common), text=text_kwargs,
         init_logit_scale=config.init_logit_scale, init_logit_bias=config.init_logit_bias,
-        max_logit_scale=config.max_logit_scale)
+        max_logit_scale=config.max_logit_scale, text_kind=kind)
+
+  def check_init_fields(self, dst: str, fields: Mapping[str, Any], source: str) -> None:
+    """A pretrained BERT for `text/bert` must have the architecture of `model.text` (shapes are
+    checked later; this catches what shapes cannot: activation, norm_eps, heads)."""
+    if dst != "text/bert" or bert_tower.text_kind(self.config.text) != "bert":
+      raise ValueError(f"init_from {dst}={source}: a pretrained BERT can only initialise the "
+                       "text tower of a model.text.kind='bert' model (DST 'text/bert')")
+    text = self.config.text
+    ours = dict(text, mlp_dim=text.mlp_dim or 4 * text.width)  # None means 4 * width
+    for key, value in fields.items():
+      if key != "pooler" and ours.get(key) != value:
+        raise ValueError(f"init_from {dst}={source}: the checkpoint has {key}={value!r} but "
+                         f"config model.text.{key}={text.get(key)!r}")
 
   def dummy_batch(self, batch_size: int) -> dict[str, Array]:
     size = self.config.vision.image_size

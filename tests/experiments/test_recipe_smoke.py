@@ -93,3 +93,19 @@ def test_stage1_siglip_and_evals():
   assert {"twemoji", "fashion_mnist", "heldout_shape", "shape", "retrieval"} <= set(evals)
   assert not math.isnan(recipe.mean_std([1.0, 3.0])[1])
   assert recipe.mean_std([1.0, 3.0]) == (2.0, math.sqrt(2.0))
+
+
+def test_stage1_lit_builds_the_lit_config():
+  """`--stage1 lit`: the Flamingo preset's ViT against the locked MiniLM tower (config only)."""
+  clip = recipe.stage1_config("tiny", "clip", 10, False)
+  lit = recipe.stage1_config("tiny", "lit", 10, False)
+  assert lit.model.text.kind == "bert" and (lit.model.text.width, lit.model.text.depth) == \
+      (384, 6)
+  assert lit.optim.frozen == ("^text/bert/",) and lit.data.tokenizer == "minilm"
+  assert lit.init_from == ("text/bert=hf_bert:weights/all-MiniLM-L6-v2:",)
+  assert lit.model.vision.to_dict() == clip.model.vision.to_dict()  # what stage 3 loads
+  assert lit.total_steps == 10 and lit.data.image_size == clip.data.image_size
+  micro = recipe.stage1_config("micro", "lit", 2, False)
+  assert micro.model.text.kind == "bert" and not micro.init_from  # CI: random micro BERT
+  with pytest.raises(ValueError, match="--stage1"):
+    recipe.stage1_config("tiny", "lip", 10, False)
