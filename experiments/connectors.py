@@ -4,7 +4,8 @@ and with decoder-only splicing (`'decoder_only'`), each trained with the same bu
 and evaluated beside itself with blank images, into experiments/results/connectors.{json,md}.
 
     python experiments/connectors.py [--workdir /tmp/mmjax_connectors] [--steps 600]
-        [--connectors resampler,mlp,avgpool,qwen_xattn,qformer] [--fusions xattn,decoder_only]
+        [--connectors resampler,mlp,avgpool,qwen_xattn,qformer,qformer_blip2,transformer]
+        [--fusions xattn,decoder_only]
         [--clip_workdir /tmp/evt3/clip]
 
 The recipe is experiments/evaluate_tiny.py's (trained from scratch, the tiny VLM barely uses the
@@ -14,6 +15,11 @@ its vision tower initialised from the CLIP image tower and frozen. Each run resu
 sub-directory and finished rows are kept in the JSON, so an interrupted sweep goes on where it
 stopped. A row "beats no-image" when VQA accuracy and CIDEr are both above the same model's with
 blank images (the captioning / vqa evaluators' `baseline_no_image` twins).
+
+`qformer_blip2` is the Q-Former with BLIP-2's two-stage recipe (Li et al. 2023, §3.2): before
+the shared budget, a Q-Former stage-1 run (configs/qformer.py:PRESET: image-text contrastive,
+matching and image-grounded generation against the same frozen CLIP tower) initialises the
+connector's `ln_vision` and `qformer`; the `qformer` rows train the same module from scratch.
 """
 
 from __future__ import annotations
@@ -30,11 +36,12 @@ import ml_collections
 import numpy as np
 
 EXPERIMENTS = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(EXPERIMENTS)
 sys.path.insert(0, EXPERIMENTS)
 
 # pylint: disable=wrong-import-position
 import evaluate_tiny  # noqa: E402  pylint: disable=import-error
-from mmjax import reporting  # noqa: E402
+from mmjax import config_lib, reporting  # noqa: E402
 from mmjax.models import connectors as connectors_lib  # noqa: E402
 from mmjax.models import family as family_lib  # noqa: E402
 from mmjax import restore  # noqa: E402
@@ -42,12 +49,38 @@ from mmjax import restore  # noqa: E402
 FUSIONS = ("xattn", "decoder_only")
 
 
+# Rows beyond model.connector's names: (the connector they build, what they add to its recipe).
+VARIANTS = {"qformer_blip2": ("qformer", "BLIP-2 stage-1 initialisation")}
+
+
 def combo_overrides(connector: str, fusion: str, steps: int, clip_dir: str,
-                    extra: tuple[str, ...] = ()) -> list[str]:
+                    extra: tuple[str, ...] = (), stage1_dir: str | None = None) -> list[str]:
   """Config overrides of one row: the connector and fusion, the shared budget, and the frozen
-  CLIP vision tower (the recipe that makes the tiny VLM use the image)."""
-  return [f"model.connector={connector}", f"model.fusion={fusion}", f"total_steps={steps}",
-          f"init_from=('vision={clip_dir}:image',)", "model.freeze_vision=True", *extra]
+  CLIP vision tower (the recipe that makes the tiny VLM use the image); `stage1_dir`: a Q-Former
+  stage-1 run that initialises the connector (qformer_blip2)."""
+  inits = [f"vision={clip_dir}:image"] + ([f"connector={stage1_dir}:stage1"] if stage1_dir else [])
+  return [f"model.connector={VARIANTS.get(connector, (connector,))[0]}", f"model.fusion={fusion}",
+          f"total_steps={steps}", f"init_from={tuple(inits)!r}", "model.freeze_vision=True",
+          *extra]
+
+
+def qformer_stage1_overrides(preset: str, steps: int, clip_dir: str) -> list[str]:
+  """configs/qformer.py:PRESET against the frozen CLIP tower, its Q-Former shaped as the
+  Flamingo connector's (text positions and vocabulary rows) so the whole module carries over."""
+  bert = config_lib.load_config(os.path.join(REPO, f"configs/flamingo.py:{preset}"),
+                                ["model.connector=qformer"]).model.qformer.bert
+  return [f"total_steps={steps}", f"init_from=('vision={clip_dir}:image',)",
+          "model.freeze_vision=True", f"model.stage1.qformer.max_length={bert.max_length}",
+          f"model.stage1.qformer.vocab_size={bert.vocab_size}"]
+
+
+def ensure_qformer_stage1(workdir: str, preset: str, steps: int, clip_dir: str) -> float:
+  """BLIP-2 stage 1 in `workdir` (kept when it holds a checkpoint); seconds spent."""
+  checkpoints = os.path.join(workdir, "checkpoints")
+  if os.path.isdir(checkpoints) and any(n.isdigit() for n in os.listdir(checkpoints)):
+    return 0.0
+  return evaluate_tiny.run_stage(f"configs/qformer.py:{preset}", workdir,
+                                 qformer_stage1_overrides(preset, steps, clip_dir))
 
 
 def eval_suite(num_examples: int, max_new_tokens: int) -> ml_collections.ConfigDict:
@@ -99,7 +132,12 @@ def ensure_clip(clip_dir: str, steps: int, overrides: tuple[str, ...] = (),
 def run_row(connector: str, fusion: str, args, clip_dir: str) -> dict:
   """Trains and evaluates one connector x fusion row; its JSON record."""
   workdir = os.path.join(args.workdir, f"{connector}_{fusion}")
-  overrides = combo_overrides(connector, fusion, args.steps, clip_dir, tuple(args.override))
+  stage1_dir = None
+  if connector == "qformer_blip2":
+    stage1_dir = os.path.join(args.workdir, "qformer_stage1")
+    ensure_qformer_stage1(stage1_dir, args.preset, args.qformer_stage1_steps, clip_dir)
+  overrides = combo_overrides(connector, fusion, args.steps, clip_dir, tuple(args.override),
+                              stage1_dir)
   train_s = evaluate_tiny.run_stage(f"configs/flamingo.py:{args.preset}", workdir, overrides,
                                     evals={})  # evaluated below, once
   start = time.time()
@@ -166,7 +204,11 @@ def main(argv=None) -> int:
   parser.add_argument("--preset", default="tiny", choices=("tiny", "micro"),
                       help="configs/{clip,flamingo}.py preset: tiny (the table), micro (tests)")
   parser.add_argument("--steps", type=int, default=600, help="training steps of every row")
-  parser.add_argument("--connectors", default=",".join(connectors_lib.CONNECTORS))
+  parser.add_argument("--connectors", default=",".join([*connectors_lib.CONNECTORS, *VARIANTS]),
+                      help="model.connector names, and qformer_blip2 (the Q-Former after its "
+                           "BLIP-2 stage 1)")
+  parser.add_argument("--qformer_stage1_steps", type=int, default=300,
+                      help="steps of qformer_blip2's stage 1 (configs/qformer.py's preset)")
   parser.add_argument("--fusions", default=",".join(FUSIONS))
   parser.add_argument("--clip_workdir", default=None,
                       help="CLIP stage-1 run to reuse (trained there when it has no checkpoint; "
@@ -192,7 +234,7 @@ def main(argv=None) -> int:
     print(text)
     return 0
   start = time.time()
-  connectors = _names(args.connectors, connectors_lib.CONNECTORS, "--connectors")
+  connectors = _names(args.connectors, [*connectors_lib.CONNECTORS, *VARIANTS], "--connectors")
   fusions = _names(args.fusions, FUSIONS, "--fusions")
   clip_dir = os.path.abspath(args.clip_workdir or os.path.join(args.workdir, "clip"))
   command = reporting.command_line("experiments/connectors.py", argv)
@@ -213,8 +255,7 @@ def main(argv=None) -> int:
       saved["rows"].append(row)
       saved["wall_s"] = time.time() - start
       reporting.write_json(json_path, saved)  # after every row: a crash keeps them
-      with open(md_path, "w", encoding="utf-8") as f:
-        f.write(report(saved))
+      reporting.write_text(md_path, report(saved))
       print(f"{connector} x {fusion}: {row}", flush=True)
   text = report(saved)
   print(text)

@@ -269,7 +269,7 @@ class QFormerStage1(nn.Module):
                                      **kw)
     self.lm_bias = self.param("lm_bias", layers.with_axes(nn.initializers.zeros, None),
                               (self.qformer_module.vocab_size,), self.param_dtype)
-    self.temp = self.param("temp", layers.with_axes(nn.initializers.constant(0.07), None), (),
+    self.temp = self.param("temp", layers.with_axes(nn.initializers.constant(0.07)), (),
                            self.param_dtype)
 
   def __call__(self, image: Array, text: Array, text_mask: Array, mode: str = "itc",
