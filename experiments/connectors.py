@@ -58,7 +58,9 @@ def combo_overrides(connector: str, fusion: str, steps: int, clip_dir: str,
   """Config overrides of one row: the connector and fusion, the shared budget, and the frozen
   CLIP vision tower (the recipe that makes the tiny VLM use the image); `stage1_dir`: a Q-Former
   stage-1 run that initialises the connector (qformer_blip2)."""
-  inits = [f"vision={clip_dir}:image"] + ([f"connector={stage1_dir}:stage1"] if stage1_dir else [])
+  inits = [f"vision={clip_dir}:image"]
+  if stage1_dir:  # the Q-Former and its input norm; the projection into the LM starts fresh
+    inits += [f"connector/{m}={stage1_dir}:stage1/{m}" for m in ("ln_vision", "qformer")]
   return [f"model.connector={VARIANTS.get(connector, (connector,))[0]}", f"model.fusion={fusion}",
           f"total_steps={steps}", f"init_from={tuple(inits)!r}", "model.freeze_vision=True",
           *extra]
