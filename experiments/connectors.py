@@ -68,12 +68,15 @@ def combo_overrides(connector: str, fusion: str, steps: int, clip_dir: str,
 
 def qformer_stage1_overrides(preset: str, steps: int, clip_dir: str) -> list[str]:
   """configs/qformer.py:PRESET against the frozen CLIP tower, its Q-Former shaped as the
-  Flamingo connector's (text positions and vocabulary rows) so the whole module carries over."""
+  Flamingo connector's (every shape field, incl. text positions and vocabulary rows) so the whole
+  module carries over."""
   bert = config_lib.load_config(os.path.join(REPO, f"configs/flamingo.py:{preset}"),
                                 ["model.connector=qformer"]).model.qformer.bert
+  shape_fields = ("num_queries", "width", "depth", "num_heads", "mlp_dim", "cross_attention_freq",
+                  "max_length", "vocab_size")
   return [f"total_steps={steps}", f"init_from=('vision={clip_dir}:image',)",
-          "model.freeze_vision=True", f"model.stage1.qformer.max_length={bert.max_length}",
-          f"model.stage1.qformer.vocab_size={bert.vocab_size}"]
+          "model.freeze_vision=True",
+          *[f"model.stage1.qformer.{k}={bert[k]}" for k in shape_fields]]
 
 
 def ensure_qformer_stage1(workdir: str, preset: str, steps: int, clip_dir: str) -> float:

@@ -72,3 +72,28 @@ def test_rerun_keeps_rows_and_from_json_rewrites_the_table(sweep):
 def test_bad_names_raise_naming_the_flag():
   with pytest.raises(ValueError, match="--connectors"):
     connectors.main(["--connectors", "perceiver", "--output", "/nonexistent"])
+
+
+def test_qformer_stage1_fits_the_connector_it_initialises():
+  """qformer_blip2: the stage-1 run's Q-Former and input norm have exactly the shapes of the
+  Flamingo connector's (so init_from copies all of them), and the row's init_from names both."""
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  from mmjax import config_lib, summary  # pylint: disable=import-outside-toplevel
+  from mmjax.models import family as family_lib  # pylint: disable=import-outside-toplevel
+
+  def shapes(spec, overrides):
+    fam = family_lib.build(config_lib.load_config(spec, overrides).model)
+    params = summary.abstract_variables(fam)["params"]
+    return jax.tree.map(summary.leaf_shape, params,
+                        is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+
+  stage1 = shapes("configs/qformer.py:micro",
+                  connectors.qformer_stage1_overrides("micro", 2, "/clip")[3:])["stage1"]
+  row = connectors.combo_overrides("qformer_blip2", "xattn", 2, "/clip", (), "/s1")
+  flamingo = shapes("configs/flamingo.py:micro",
+                    [o for o in row if not o.startswith("init_from")])["connector"]
+  for module in ("ln_vision", "qformer"):
+    assert stage1[module] == flamingo[module], module
+  assert "model.connector=qformer" in row
+  assert "'connector/qformer=/s1:stage1/qformer'" in [o for o in row if "init_from" in o][0]
