@@ -49,8 +49,8 @@ from mmjax import restore  # noqa: E402
 FUSIONS = ("xattn", "decoder_only")
 
 
-# Rows beyond model.connector's names: (the connector they build, what they add to its recipe).
-VARIANTS = {"qformer_blip2": ("qformer", "BLIP-2 stage-1 initialisation")}
+# Rows beyond model.connector's names -> the connector they build (qformer_blip2 adds its stage 1).
+VARIANTS = {"qformer_blip2": "qformer"}
 
 
 def combo_overrides(connector: str, fusion: str, steps: int, clip_dir: str,
@@ -61,7 +61,7 @@ def combo_overrides(connector: str, fusion: str, steps: int, clip_dir: str,
   inits = [f"vision={clip_dir}:image"]
   if stage1_dir:  # the Q-Former and its input norm; the projection into the LM starts fresh
     inits += [f"connector/{m}={stage1_dir}:stage1/{m}" for m in ("ln_vision", "qformer")]
-  return [f"model.connector={VARIANTS.get(connector, (connector,))[0]}", f"model.fusion={fusion}",
+  return [f"model.connector={VARIANTS.get(connector, connector)}", f"model.fusion={fusion}",
           f"total_steps={steps}", f"init_from={tuple(inits)!r}", "model.freeze_vision=True",
           *extra]
 
@@ -79,13 +79,12 @@ def qformer_stage1_overrides(preset: str, steps: int, clip_dir: str) -> list[str
           *[f"model.stage1.qformer.{k}={bert[k]}" for k in shape_fields]]
 
 
-def ensure_qformer_stage1(workdir: str, preset: str, steps: int, clip_dir: str) -> float:
-  """BLIP-2 stage 1 in `workdir` (kept when it holds a checkpoint); seconds spent."""
+def ensure_stage(spec: str, workdir: str, overrides: list[str]) -> float:
+  """Reuses a checkpoint in `workdir`, else trains config `spec` there; seconds spent."""
   checkpoints = os.path.join(workdir, "checkpoints")
   if os.path.isdir(checkpoints) and any(n.isdigit() for n in os.listdir(checkpoints)):
     return 0.0
-  return evaluate_tiny.run_stage(f"configs/qformer.py:{preset}", workdir,
-                                 qformer_stage1_overrides(preset, steps, clip_dir))
+  return evaluate_tiny.run_stage(spec, workdir, overrides)
 
 
 def eval_suite(num_examples: int, max_new_tokens: int) -> ml_collections.ConfigDict:
@@ -127,11 +126,7 @@ def ensure_clip(clip_dir: str, steps: int, overrides: tuple[str, ...] = (),
                 preset: str = "tiny") -> float:
   """Stage 1: reuses a CLIP checkpoint in `clip_dir`, else trains configs/clip.py:PRESET there
   (`steps`, then `overrides`); seconds spent."""
-  checkpoints = os.path.join(clip_dir, "checkpoints")
-  if os.path.isdir(checkpoints) and any(n.isdigit() for n in os.listdir(checkpoints)):
-    return 0.0
-  return evaluate_tiny.run_stage(f"configs/clip.py:{preset}", clip_dir,
-                                 [f"total_steps={steps}", *overrides])
+  return ensure_stage(f"configs/clip.py:{preset}", clip_dir, [f"total_steps={steps}", *overrides])
 
 
 def run_row(connector: str, fusion: str, args, clip_dir: str) -> dict:
@@ -140,7 +135,8 @@ def run_row(connector: str, fusion: str, args, clip_dir: str) -> dict:
   stage1_dir = None
   if connector == "qformer_blip2":
     stage1_dir = os.path.join(args.workdir, "qformer_stage1")
-    ensure_qformer_stage1(stage1_dir, args.preset, args.qformer_stage1_steps, clip_dir)
+    ensure_stage(f"configs/qformer.py:{args.preset}", stage1_dir,
+                 qformer_stage1_overrides(args.preset, args.qformer_stage1_steps, clip_dir))
   overrides = combo_overrides(connector, fusion, args.steps, clip_dir, tuple(args.override),
                               stage1_dir)
   train_s = evaluate_tiny.run_stage(f"configs/flamingo.py:{args.preset}", workdir, overrides,
