@@ -208,9 +208,22 @@ def run_row(row: Row, seed: int, args, stage_dirs: dict[str, str]) -> dict[str, 
           **{m: float(results[m]) for m in METRICS}}
 
 
+# A row's direction is read only when its mean score differs from the baseline's by more than
+# this many standard errors of the difference (seed-to-seed noise of both; ~95% two-sided for
+# a normal difference, optimistic with 3 seeds per side).
+DIRECTION_SE = 2.0
+
+
+def _mean_std(xs: Sequence[float]) -> tuple[float, float]:
+  mean = sum(xs) / len(xs)
+  return mean, math.sqrt(sum((x - mean) ** 2 for x in xs) / max(1, len(xs) - 1))
+
+
 def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
   """Per row: each metric's mean, the overall score per seed (metric / baseline mean, averaged
-  over the metrics) with mean and std over seeds, and the paper's direction beside ours."""
+  over the metrics) with mean and std over seeds, and the paper's direction beside ours: 'down'
+  or 'up' when the difference from the baseline exceeds DIRECTION_SE standard errors (`diff_se`,
+  from both rows' seed std), else 'within noise'."""
   by_row: dict[str, list[dict[str, Any]]] = {}
   for r in runs:
     by_row.setdefault(r["row"], []).append(r)
@@ -218,21 +231,28 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
   if not base:
     return []
   base_mean = {m: sum(r[m] for r in base) / len(base) for m in METRICS}
+
+  def scores_of(rs):
+    return [sum(r[m] / base_mean[m] for m in METRICS if base_mean[m] > 0) /
+            max(1, sum(base_mean[m] > 0 for m in METRICS)) for r in rs]
+
+  base_score, base_std = _mean_std(scores_of(base))
   table = []
   for row in ROWS:
     rs = by_row.get(row.name)
     if not rs:
       continue
-    scores = [sum(r[m] / base_mean[m] for m in METRICS if base_mean[m] > 0) /
-              max(1, sum(base_mean[m] > 0 for m in METRICS)) for r in rs]
-    mean = sum(scores) / len(scores)
-    std = math.sqrt(sum((s - mean) ** 2 for s in scores) / max(1, len(scores) - 1))
+    mean, std = _mean_std(scores_of(rs))
     paper_ratio = None if row.paper is None else row.paper / PAPER_BASELINE
     entry = {"row": row.name, "what": row.what, "seeds": len(rs), "score_mean": mean,
              "score_std": std, "paper": row.paper, "paper_ratio": paper_ratio,
              **{f"{m}_mean": sum(r[m] for r in rs) / len(rs) for m in METRICS}}
     if row.name != "baseline" and paper_ratio is not None:
-      ours = "down" if mean < 1 - std else "up" if mean > 1 + std else "within noise"
+      se = math.sqrt(std ** 2 / len(rs) + base_std ** 2 / len(base))
+      diff = mean - base_score
+      ours = ("down" if diff < -DIRECTION_SE * se else "up" if diff > DIRECTION_SE * se
+              else "within noise")
+      entry["diff_se"] = se
       entry["direction"] = ours
       entry["reproduced"] = ours == ("down" if paper_ratio < 1 else "up")
     table.append(entry)
@@ -245,17 +265,21 @@ def report(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
            f"Regenerate: `{meta['command']}` ({meta.get('wall_min', 0):.0f} min wall for the runs "
            "in this file).", "",
            "Score = mean over captioning CIDEr, VQA accuracy and video-QA accuracy, each divided "
-           "by the baseline's mean over seeds (mean ± std over seeds). 'direction' says whether "
-           "the row is below or above the baseline by more than one std.", "",
-           "| row | change | seeds | CIDEr | VQA | video QA | score | paper | paper / 70.7 | "
-           "direction | reproduced |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "by the baseline's mean over seeds (mean ± std over seeds). 'direction' is down or up "
+           f"when the row's mean differs from the baseline's by more than {DIRECTION_SE:g} "
+           "standard errors of the difference (± se column, from both rows' seed std), else "
+           "within noise; 'reproduced' compares it with the paper's direction.", "",
+           "| row | change | seeds | CIDEr | VQA | video QA | score | ± se | paper | "
+           "paper / 70.7 | direction | reproduced |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for e in table:
     paper = "" if e["paper"] is None else f"{e['paper']:.1f}"
     ratio = "" if e["paper_ratio"] is None else f"{e['paper_ratio']:.3f}"
     lines.append(
         f"| {e['row']} | {e['what']} | {e['seeds']} | {e['captioning/cider_mean']:.3f} | "
         f"{e['vqa/accuracy_mean']:.3f} | {e['video_vqa/accuracy_mean']:.3f} | "
-        f"{e['score_mean']:.3f} ± {e['score_std']:.3f} | {paper} | {ratio} | "
+        f"{e['score_mean']:.3f} ± {e['score_std']:.3f} | "
+        f"{'' if 'diff_se' not in e else format(e['diff_se'], '.3f')} | {paper} | {ratio} | "
         f"{e.get('direction', '')} | "
         f"{'' if 'reproduced' not in e else ('yes' if e['reproduced'] else 'no')} |")
   return "\n".join(lines) + "\n"

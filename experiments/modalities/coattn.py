@@ -12,6 +12,12 @@ of the validation scenes. The baseline is the same VQA model from the same pre-t
 fine-tuned with `model.blind=True` (images replaced by zeros: a question-only classifier);
 `--baselines` names which encoders get one (default: visualbert, to fit the time budget). Each
 stage resumes in its own sub-directory.
+
+The regions. The papers read frozen Faster R-CNN features; we have no detector, so the regions
+are ViT patch tokens: by default of the preset's small ViT, trained from scratch with the
+encoder (the committed coattn.md). With `--clip_workdir DIR` they come from the image tower of a
+CLIP run (trained there from configs/clip.py:SIZE when DIR holds no checkpoint), frozen in every
+stage as the papers' detector is.
 """
 
 from __future__ import annotations
@@ -45,6 +51,28 @@ def run_stage(spec: str, workdir: str, overrides: list[str]) -> tuple[float, dic
   config = config_lib.load_config(spec, overrides)
   metrics = train.train_and_evaluate(config, workdir)
   return time.time() - start, metrics
+
+
+# The ViT fields a CLIP run's image tower fixes (the VL encoders' ViT must have its shape to
+# receive its weights); pooling and projection stay the VL preset's (the encoders read tokens).
+VISION_SHAPE = ("image_size", "patch_size", "width", "depth", "num_heads", "mlp_dim",
+                "activation", "class_token", "patch_bias", "ln_pre", "norm_eps")
+
+
+def ensure_clip(clip_dir: str, size: str, steps: int) -> float:
+  """Reuses a checkpoint in `clip_dir`, else trains configs/clip.py:SIZE there; seconds spent."""
+  checkpoints = os.path.join(clip_dir, "checkpoints")
+  if os.path.isdir(checkpoints) and any(n.isdigit() for n in os.listdir(checkpoints)):
+    return 0.0
+  return run_stage(f"configs/clip.py:{size}", clip_dir, stage_overrides(steps, None, []))[0]
+
+
+def clip_vision_overrides(vision: ml_collections.ConfigDict) -> list[str]:
+  """Overrides that give the encoders' ViT the shape of a CLIP run's image tower (`vision`, its
+  model.vision) and freeze it (the papers' frozen detector); the pre-training stage also copies
+  its weights (`init_from`)."""
+  return [f"model.vision.{k}={vision[k]}" for k in VISION_SHAPE] + [
+      "optim.frozen=('^vision/',)"]
 
 
 def stage_overrides(steps: int, data_dir: str | None, extra: list[str]) -> list[str]:
@@ -148,6 +176,12 @@ def main(argv=None) -> dict:
   parser.add_argument("--encoders", default=",".join(ENCODERS))
   parser.add_argument("--baselines", default="visualbert",
                       help="encoders that also train a blind (text-only) VQA twin")
+  parser.add_argument("--clip_workdir", default=None,
+                      help="CLIP run whose image tower gives the frozen regions (trained there "
+                           "when it has no checkpoint); default: a ViT trained from scratch "
+                           "with each encoder")
+  parser.add_argument("--clip_steps", type=int, default=1000,
+                      help="steps of the CLIP run when it has to be trained")
   parser.add_argument("--eval_examples", type=int, default=None,
                       help="validation scenes read by the VQA evaluation (None: all)")
   parser.add_argument("--data_dir", default=None, help="data.data_dir of every stage")
@@ -173,15 +207,22 @@ def main(argv=None) -> dict:
     if unknown:
       parser.error(f"unknown --encoders {unknown}; choose from {ENCODERS}")
     results, timings = {}, {}
+    clip_dir = None
+    vision, pre_init = [], []
+    if args.clip_workdir:
+      clip_dir = os.path.abspath(args.clip_workdir)
+      timings["clip"] = ensure_clip(clip_dir, args.size, args.clip_steps)
+      vision = clip_vision_overrides(restore.load_run_config(clip_dir).model.vision)
+      pre_init = [f"init_from=('vision={clip_dir}:image',)"]
     for enc in encoders:
       pre_dir = os.path.join(args.workdir, enc, "pretrain")
       vqa_dir = os.path.join(args.workdir, enc, "vqa")
       timings[f"{enc}/pretrain"], _ = run_stage(
           f"configs/{enc}.py:{args.size}", pre_dir,
-          stage_overrides(args.pretrain_steps, args.data_dir, args.override))
+          stage_overrides(args.pretrain_steps, args.data_dir, vision + pre_init + args.override))
       timings[f"{enc}/vqa"], _ = run_stage(
           f"configs/{enc}.py:{args.size}_vqa", vqa_dir,
-          stage_overrides(args.steps, args.data_dir, args.override) +
+          stage_overrides(args.steps, args.data_dir, vision + args.override) +
           [f"init_from=('vision={pre_dir}:vision', 'encoder={pre_dir}:encoder')"])
       results[enc] = cached(
           os.path.join(args.workdir, enc, f"eval_{args.eval_examples}.json"),
@@ -195,7 +236,7 @@ def main(argv=None) -> dict:
         parser.error(f"--baselines {enc} needs {enc} in --encoders (its pre-trained weights)")
       timings[f"{enc}/vqa_blind"], _ = run_stage(
           f"configs/{enc}.py:{args.size}_vqa", blind_dir,
-          stage_overrides(args.steps, args.data_dir, args.override) + [
+          stage_overrides(args.steps, args.data_dir, vision + args.override) + [
               "model.blind=True",
               f"init_from=('vision={pre_dir}:vision', 'encoder={pre_dir}:encoder')"])
       results[f"{enc}_blind"] = cached(
@@ -211,10 +252,14 @@ def main(argv=None) -> dict:
                                                    if k != "baseline"},
              "baseline": results.get("baseline", {}).get("encoder"),
              "timings_s": timings, "kinds": kinds, "note": args.note,
+             "clip_workdir": clip_dir,
              "setup": (f"configs/<family>.py:{args.size} pre-trained {args.pretrain_steps} steps "
                        f"(MLM + ITM on shapes captions), then :{args.size}_vqa {args.steps} steps "
                        "from it; regions = ViT patch tokens (grid-cell boxes), not detector "
-                       "regions; text-only baseline = the same VQA config and pre-trained weights "
+                       "regions, " + (f"from the frozen image tower of the CLIP run {clip_dir} "
+                                      "(the papers' frozen detector)" if clip_dir else
+                                      "from a ViT trained from scratch with the encoder") +
+                       "; text-only baseline = the same VQA config and pre-trained weights "
                        "fine-tuned with model.blind=True (every image zeroed) for the same steps.")}
     os.makedirs(args.output, exist_ok=True)
     reporting.write_json(json_path, saved)

@@ -2,6 +2,7 @@
 dimension differs from the baseline exactly), stage 2's LM fits stage 3's LM, and the score
 table's arithmetic by hand. (Training runs are the script's job, not the suite's.)"""
 
+import math
 import os
 import sys
 
@@ -98,6 +99,9 @@ def test_score_arithmetic_by_hand():
            "video_vqa/accuracy": 0.4} for s, c in ((0, 1.0), (1, 1.2))]
   runs += [{"row": "no_video", "seed": s, "captioning/cider": 0.55, "vqa/accuracy": 0.25,
             "video_vqa/accuracy": v} for s, v in ((0, 0.2), (1, 0.2))]
+  # 0.025 below the baseline's mean score, inside 2 standard errors of the difference.
+  runs += [{"row": "no_pairs", "seed": s, "captioning/cider": c, "vqa/accuracy": 0.5,
+            "video_vqa/accuracy": 0.4} for s, c in ((0, 0.935), (1, 1.1))]
   table = {e["row"]: e for e in fa.summarise(runs)}
   # Baseline means: CIDEr 1.1, VQA 0.5, video 0.4; seed 0 scores (1/1.1 + 1 + 1) / 3.
   assert table["baseline"]["score_mean"] == pytest.approx(1.0)
@@ -105,5 +109,17 @@ def test_score_arithmetic_by_hand():
   assert table["no_video"]["score_std"] == pytest.approx(0.0)
   assert table["no_video"]["direction"] == "down" and table["no_video"]["reproduced"]
   assert table["no_video"]["paper_ratio"] == pytest.approx(67.3 / 70.7)
+  # Baseline seed scores (1/1.1 + 2) / 3 and (1.2/1.1 + 2) / 3: two values 0.2/1.1/3 apart.
+  base_std = 0.2 / 1.1 / 3 / math.sqrt(2)
+  assert table["baseline"]["score_std"] == pytest.approx(base_std)
+  assert table["no_video"]["diff_se"] == pytest.approx(base_std / math.sqrt(2))
+  # no_pairs: seed scores (0.935/1.1 + 2) / 3 and (1.1/1.1 + 2) / 3.
+  pairs = [(0.935 / 1.1 + 2) / 3, 1.0]
+  assert table["no_pairs"]["score_mean"] == pytest.approx(sum(pairs) / 2)
+  pairs_std = abs(pairs[0] - pairs[1]) / math.sqrt(2)
+  assert table["no_pairs"]["diff_se"] == pytest.approx(
+      math.sqrt(pairs_std ** 2 / 2 + base_std ** 2 / 2))
+  assert 1.0 - table["no_pairs"]["score_mean"] < 2 * table["no_pairs"]["diff_se"]
+  assert table["no_pairs"]["direction"] == "within noise" and not table["no_pairs"]["reproduced"]
   text = fa.report(fa.summarise(runs), {"command": "x", "wall_min": 1.0})
   assert "| no_video |" in text and "0.500 ± 0.000" in text

@@ -1,7 +1,9 @@
 """experiments/modalities/coattn.py end to end at micro size with 2 steps per stage: pre-training,
 VQA fine-tuning from it, and the JSON/markdown report the coordinator reads (the text-only twin is
 the same VQA stage with model.blind=True, left out here to save a compilation; test_vl_encoders
-checks `blind`). No accuracy is asserted (two steps learn nothing)."""
+checks `blind`). No accuracy is asserted (two steps learn nothing). The smoke run trains its
+ViT with the encoder (the default) to save a CLIP stage's compilation; the frozen CLIP regions of
+`--clip_workdir` are checked by config and tree shape below."""
 
 import json
 import os
@@ -36,3 +38,29 @@ def test_coattn_smoke(tmp_path):
   # --from_json rewrites the markdown alone.
   again = coattn.main(["--from_json", "--output", str(out)])
   assert again["rows"] == rows
+  assert on_disk["clip_workdir"] is None and "trained from scratch" in on_disk["setup"]
+
+
+def test_clip_tower_fits_every_encoders_regions():
+  """The ViT of each encoder, shaped by `clip_vision_overrides`, has exactly the parameters of
+  the CLIP image tower it is initialised from, less the projection head (which `init_from`
+  skips), and is frozen."""
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  from mmjax import config_lib, summary  # pylint: disable=import-outside-toplevel
+  from mmjax.models import family as family_lib  # pylint: disable=import-outside-toplevel
+
+  def shapes(config):
+    params = summary.abstract_variables(family_lib.build(config.model))["params"]
+    return jax.tree.map(summary.leaf_shape, params,
+                        is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+
+  clip = config_lib.load_config("configs/clip.py:micro")
+  image = shapes(clip)["image"]
+  over = coattn.clip_vision_overrides(clip.model.vision)
+  assert "optim.frozen=('^vision/',)" in over
+  for enc in coattn.ENCODERS:
+    config = config_lib.load_config(f"configs/{enc}.py:micro_vqa", over)
+    assert config.optim.frozen == ("^vision/",) and not config.model.vision.project
+    vision = shapes(config)["vision"]
+    assert vision == {k: v for k, v in image.items() if k != "proj"}, enc
