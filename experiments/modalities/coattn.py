@@ -93,6 +93,39 @@ def vqa_eval(workdir: str, num_examples: int | None) -> dict:
   return {"step": step, **evaluate.evaluate(config, params, evals, workdir)}
 
 
+def vision_use(workdir: str, batches: int = 4) -> dict:
+  """How much the VQA model of `workdir` reads the image: over `batches` validation batches, the
+  share of questions whose predicted answer changes when each is paired with another scene's
+  image (the batch rolled by one), and the mean change of the text states relative to their
+  size. A question-only classifier scores 0 on both."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from mmjax.data import pipeline, tokenizers  # pylint: disable=import-outside-toplevel
+  from mmjax.models import family as family_lib  # pylint: disable=import-outside-toplevel
+
+  config = restore.load_run_config(workdir)
+  params, _ = restore.load_params(workdir)
+  fam = family_lib.build(config.model)
+  data = ml_collections.ConfigDict(config.data.to_dict())
+  data.split = "validation"
+  it = iter(pipeline.make_pipeline(data, tokenizer=tokenizers.get_tokenizer(data.tokenizer),
+                                   train=False, process_index=0, process_count=1))
+  changed, relative = [], []
+  for _ in range(batches):
+    batch = next(it, None)
+    if batch is None:
+      break
+    image, text = jnp.asarray(batch["image"]), jnp.asarray(batch["text"])
+    own = fam.apply(params, {"image": image, "text": text})
+    other = fam.apply(params, {"image": jnp.roll(image, 1, axis=0), "text": text})
+    changed.append(np.asarray(jnp.argmax(own["vqa_logits"], -1) !=
+                              jnp.argmax(other["vqa_logits"], -1)))
+    relative.append(float(jnp.mean(jnp.abs(own["text"] - other["text"])) /
+                          jnp.mean(jnp.abs(own["text"]))))
+  return {"vision_use/answers_changed": float(np.concatenate(changed).mean()),
+          "vision_use/text_state_change": float(np.mean(relative))}
+
+
 def pretrain_eval(workdir: str, batches: int) -> dict:
   """MLM and ITM accuracy on validation captions (a fixed corruption; chance ITM is 0.5)."""
   config = restore.load_run_config(workdir)
@@ -119,7 +152,7 @@ def cached(path: str, compute, *workdirs: str) -> dict:
 
 def rows_of(results: dict) -> list[dict]:
   """The combined table's rows: VQA accuracy vs the text-only baseline and the most frequent
-  answer, ITM accuracy vs chance."""
+  answer, the share of answers that depend on the image, ITM accuracy vs chance."""
   rows = []
   base = results.get("baseline", {})
   for enc in ENCODERS:
@@ -136,6 +169,11 @@ def rows_of(results: dict) -> list[dict]:
     rows.append(dict(model=enc, metric="VQA accuracy (shapes validation, all questions)",
                      value=acc, baseline="most frequent answer", baseline_value=most,
                      beats_baseline=bool(acc > most)))
+    if "vision_use/answers_changed" in r["vqa"]:
+      changed = r["vqa"]["vision_use/answers_changed"]
+      rows.append(dict(model=enc, metric="VQA answers changed by another scene's image",
+                       value=changed, baseline="a question-only classifier", baseline_value=0.0,
+                       beats_baseline=bool(changed > 0.0)))
     itm = r["pretrain"]["pretrain/itm_accuracy"]
     rows.append(dict(model=enc, metric="ITM accuracy after pre-training (validation captions)",
                      value=itm, baseline="chance", baseline_value=0.5,
@@ -228,6 +266,7 @@ def main(argv=None) -> dict:
           os.path.join(args.workdir, enc, f"eval_{args.eval_examples}.json"),
           lambda: {"pretrain": pretrain_eval(pre_dir, 4),
                    "vqa": vqa_eval(vqa_dir, args.eval_examples)}, pre_dir, vqa_dir)
+      results[enc]["vqa"].update(vision_use(vqa_dir))  # 8 forward passes: not cached
     baselines = [e for e in args.baselines.split(",") if e]
     for enc in baselines:
       blind_dir = os.path.join(args.workdir, enc, "vqa_blind")

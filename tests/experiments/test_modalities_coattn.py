@@ -27,11 +27,14 @@ def test_coattn_smoke(tmp_path):
   assert on_disk["component"] == "coattn" and on_disk["wall_s"] > 0
   assert on_disk["command"].startswith("python experiments/modalities/coattn.py")
   rows = on_disk["rows"]
-  assert [r["baseline"] for r in rows] == ["most frequent answer", "chance"]
+  assert [r["baseline"] for r in rows] == ["most frequent answer", "a question-only classifier",
+                                           "chance"]
   for row in rows:
     assert {"model", "metric", "value", "baseline", "baseline_value", "beats_baseline"} <= set(row)
     assert 0.0 <= row["value"] <= 1.0 and isinstance(row["beats_baseline"], bool)
   vqa = saved["results"]["lxmert"]["vqa"]
+  assert 0.0 <= vqa["vision_use/answers_changed"] <= 1.0
+  assert vqa["vision_use/text_state_change"] >= 0.0
   # Every question of the 16 validation scenes is asked (each scene has 2-8 of them).
   assert 16 * 2 <= vqa["vqa/num_questions"] <= 16 * 8
   assert "| lxmert | VQA accuracy" in (out / "coattn.md").read_text()
