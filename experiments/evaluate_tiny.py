@@ -20,6 +20,7 @@ import os
 import sys
 import time
 
+import jax
 import ml_collections
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -59,6 +60,10 @@ def run_stage(spec: str, workdir: str, overrides: list[str], evals=None) -> floa
   """Trains `spec` in `workdir` (resuming; a finished run returns at once); seconds taken.
   `evals` replaces the config's training-time evaluators (an empty dict: none, for sweeps that
   evaluate afterwards)."""
+  # A sweep runs many trainings in one process; each leaves its compiled programs in jax's
+  # caches, and 22 micro Flamingo runs with their evaluations exhausted vm.max_map_count (LLVM
+  # "Cannot allocate memory", then a segfault). Nothing compiled for an earlier run is reused.
+  jax.clear_caches()
   start = time.time()
   config = config_lib.load_config(spec, overrides)
   if evals is not None:
