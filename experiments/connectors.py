@@ -41,7 +41,7 @@ sys.path.insert(0, EXPERIMENTS)
 
 # pylint: disable=wrong-import-position
 import evaluate_tiny  # noqa: E402  pylint: disable=import-error
-from mmjax import config_lib, reporting  # noqa: E402
+from mmjax import checkpoint, config_lib, reporting  # noqa: E402
 from mmjax.models import connectors as connectors_lib  # noqa: E402
 from mmjax.models import family as family_lib  # noqa: E402
 from mmjax import restore  # noqa: E402
@@ -81,8 +81,7 @@ def qformer_stage1_overrides(preset: str, steps: int, clip_dir: str) -> list[str
 
 def ensure_stage(spec: str, workdir: str, overrides: list[str]) -> float:
   """Reuses a checkpoint in `workdir`, else trains config `spec` there; seconds spent."""
-  checkpoints = os.path.join(workdir, "checkpoints")
-  if os.path.isdir(checkpoints) and any(n.isdigit() for n in os.listdir(checkpoints)):
+  if checkpoint.has_checkpoint(workdir):
     return 0.0
   return evaluate_tiny.run_stage(spec, workdir, overrides)
 

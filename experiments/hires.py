@@ -35,7 +35,7 @@ sys.path.insert(0, REPO)
 import jax  # noqa: E402
 import ml_collections  # noqa: E402
 
-from mmjax import config_lib, generate, reporting, restore, train  # noqa: E402
+from mmjax import checkpoint, config_lib, generate, reporting, restore, train  # noqa: E402
 from mmjax.data import tasks  # noqa: E402
 from mmjax.data import tokenizers as tok_lib  # noqa: E402
 from mmjax.evaluators import common as eval_common  # noqa: E402
@@ -46,12 +46,6 @@ RESULTS = os.path.join(REPO, "experiments", "results")
 DATASET = "shapes_small"
 # Arm name -> the data.anyres_grids it trains and evaluates with.
 ARMS = {"thumbnail": (), "anyres": ((2, 2),)}
-
-
-def has_checkpoint(workdir: str) -> bool:
-  """Whether `workdir` holds at least one saved step."""
-  directory = os.path.join(workdir, "checkpoints")
-  return os.path.isdir(directory) and any(n.isdigit() for n in os.listdir(directory))
 
 
 def arm_config(preset: str, grids: tuple, steps: int, clip_workdir: str | None,
@@ -223,7 +217,7 @@ def main(argv=None) -> int:
   clip_dir = os.path.join(args.workdir, "clip") if args.clip_workdir is None else \
       args.clip_workdir
   timings = {}
-  if todo and clip_dir and not has_checkpoint(clip_dir):
+  if todo and clip_dir and not checkpoint.has_checkpoint(clip_dir):
     start = time.time()
     train.train_and_evaluate(config_lib.load_config(
         "configs/clip.py:tiny", [f"total_steps={args.clip_steps}"]), clip_dir)

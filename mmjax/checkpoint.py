@@ -54,6 +54,12 @@ def checkpoint_dir(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), SUBDIR)
 
 
+def has_checkpoint(workdir: str) -> bool:
+  """Whether `workdir` holds at least one saved step (complete or not: a directory per step)."""
+  directory = checkpoint_dir(workdir)
+  return os.path.isdir(directory) and any(n.isdigit() for n in os.listdir(directory))
+
+
 def _empty(tree: Any) -> bool:
   return not jax.tree_util.tree_leaves(tree)
 

@@ -152,11 +152,8 @@ def check_workdir_model(config: Any, workdir: str) -> None:
   """A workdir with checkpoints must belong to this model: its config.json's `model` section
   must equal ours up to RESUMABLE_MODEL_FIELDS and fields added since it was saved (those
   differences are logged), else ValueError naming the first differing field. Nothing is written."""
-  directory = ckpt_lib.checkpoint_dir(workdir)
   path = os.path.join(workdir, "config.json")
-  if not os.path.isdir(directory) or not os.path.exists(path):
-    return
-  if not any(name.isdigit() for name in os.listdir(directory)):
+  if not ckpt_lib.has_checkpoint(workdir) or not os.path.exists(path):
     return
   try:
     with open(path, encoding="utf-8") as f:

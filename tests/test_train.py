@@ -132,3 +132,15 @@ def test_init_from_skips_source_parameters_the_model_lacks():
   got = train._restrict_to(source, target, "clip:image")  # pylint: disable=protected-access
   assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(target)
   np.testing.assert_array_equal(got["blocks"]["w"], source["blocks"]["w"])
+
+
+def test_has_checkpoint_needs_a_step_directory(tmp_path):
+  """The "reuse a finished stage" check of the experiment scripts and the trainer's workdir check:
+  no checkpoints directory, an empty one, or one with only non-step entries is no checkpoint."""
+  assert not ckpt_lib.has_checkpoint(tmp_path)
+  (tmp_path / ckpt_lib.SUBDIR).mkdir()
+  assert not ckpt_lib.has_checkpoint(tmp_path)
+  (tmp_path / ckpt_lib.SUBDIR / "checkpoints_corrupt").mkdir()
+  assert not ckpt_lib.has_checkpoint(tmp_path)
+  (tmp_path / ckpt_lib.SUBDIR / "20").mkdir()
+  assert ckpt_lib.has_checkpoint(str(tmp_path))

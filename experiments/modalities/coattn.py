@@ -34,7 +34,7 @@ sys.path.insert(0, REPO)
 # pylint: disable=wrong-import-position
 import ml_collections  # noqa: E402
 
-from mmjax import config_lib, evaluate, reporting, restore, train  # noqa: E402
+from mmjax import checkpoint, config_lib, evaluate, reporting, restore, train  # noqa: E402
 
 NAME = "coattn"
 ENCODERS = ("vilbert", "lxmert", "visualbert")
@@ -61,8 +61,7 @@ VISION_SHAPE = ("image_size", "patch_size", "width", "depth", "num_heads", "mlp_
 
 def ensure_clip(clip_dir: str, size: str, steps: int) -> float:
   """Reuses a checkpoint in `clip_dir`, else trains configs/clip.py:SIZE there; seconds spent."""
-  checkpoints = os.path.join(clip_dir, "checkpoints")
-  if os.path.isdir(checkpoints) and any(n.isdigit() for n in os.listdir(checkpoints)):
+  if checkpoint.has_checkpoint(clip_dir):
     return 0.0
   return run_stage(f"configs/clip.py:{size}", clip_dir, stage_overrides(steps, None, []))[0]
 
