@@ -38,11 +38,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 # pylint: disable=wrong-import-position
-import jax  # noqa: E402
 import ml_collections  # noqa: E402
 
 from mmjax import config_lib, evaluate, plan, reporting, restore, train  # noqa: E402
 from mmjax.data import datasets  # noqa: E402
+
+import evaluate_tiny  # noqa: E402  pylint: disable=import-error  (experiments/ is on sys.path)
 
 RESULTS = os.path.join(REPO, "experiments", "results")
 SWEEPS = ("loss_batch", "prompts", "coca_weight", "patch_dropout", "resolution")
@@ -138,10 +139,7 @@ def train_flops(config: ml_collections.ConfigDict) -> float:
 def execute(run: Run, seed: int, args, offline: bool) -> list[dict[str, Any]]:
   """Trains `run` (resuming) and evaluates it; one result row per prompt set for 'prompts'."""
   workdir = os.path.join(args.workdir, run.sweep, f"{run.name}_seed{seed}")
-  # A sweep runs many trainings in one process; each leaves its compiled programs in jax's
-  # caches, and 22 micro Flamingo runs with their evaluations exhausted vm.max_map_count (LLVM
-  # "Cannot allocate memory", then a segfault). Nothing compiled for an earlier run is reused.
-  jax.clear_caches()
+  evaluate_tiny.release_compiled_programs()
   config = run_config(run, args.scale, seed, args.examples, offline)
   start = time.time()
   train.train_and_evaluate(config, workdir)

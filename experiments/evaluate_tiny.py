@@ -56,14 +56,19 @@ ROWS = {
 }
 
 
+def release_compiled_programs() -> None:
+  """Drops every program jax has compiled so far; sweeps call it before each run. A sweep runs
+  many trainings in one process, each leaving its programs in jax's caches: 22 micro Flamingo
+  runs with their evaluations exhausted vm.max_map_count (LLVM "Cannot allocate memory", then a
+  segfault). Nothing compiled for an earlier run is reused."""
+  jax.clear_caches()
+
+
 def run_stage(spec: str, workdir: str, overrides: list[str], evals=None) -> float:
   """Trains `spec` in `workdir` (resuming; a finished run returns at once); seconds taken.
   `evals` replaces the config's training-time evaluators (an empty dict: none, for sweeps that
   evaluate afterwards)."""
-  # A sweep runs many trainings in one process; each leaves its compiled programs in jax's
-  # caches, and 22 micro Flamingo runs with their evaluations exhausted vm.max_map_count (LLVM
-  # "Cannot allocate memory", then a segfault). Nothing compiled for an earlier run is reused.
-  jax.clear_caches()
+  release_compiled_programs()
   start = time.time()
   config = config_lib.load_config(spec, overrides)
   if evals is not None:

@@ -48,10 +48,10 @@ sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "experiments"))
 
 # pylint: disable=wrong-import-position
-import jax  # noqa: E402
 import ml_collections  # noqa: E402
 
 import clip_ablations as ca  # noqa: E402  pylint: disable=import-error
+import evaluate_tiny  # noqa: E402  pylint: disable=import-error
 import flamingo_ablations as fa  # noqa: E402  pylint: disable=import-error
 from mmjax import config_lib, evaluate, reporting, restore, train  # noqa: E402
 from mmjax.evaluators import suites  # noqa: E402
@@ -240,10 +240,7 @@ def stage3_evals(seed: int, size: str) -> ml_collections.ConfigDict:
 def run_stage(config: ml_collections.ConfigDict, workdir: str, evals: ml_collections.ConfigDict
               ) -> dict[str, Any]:
   """Trains (resumes / finds finished) one run, then evaluates its final parameters."""
-  # A sweep runs many trainings in one process; each leaves its compiled programs in jax's
-  # caches, and 22 micro Flamingo runs with their evaluations exhausted vm.max_map_count (LLVM
-  # "Cannot allocate memory", then a segfault). Nothing compiled for an earlier run is reused.
-  jax.clear_caches()
+  evaluate_tiny.release_compiled_programs()
   start = time.time()
   if config.total_steps > 0:
     train.train_and_evaluate(config, workdir)
