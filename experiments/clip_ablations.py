@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import sys
 import time
@@ -181,10 +180,7 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for key, _ in COLUMNS:
       values = [r[key] for r in rs if key in r]
       if values:
-        mean = sum(values) / len(values)
-        entry[key] = mean
-        entry[key + "_std"] = math.sqrt(sum((v - mean) ** 2 for v in values) /
-                                        max(1, len(values) - 1))
+        entry[key], entry[key + "_std"] = reporting.mean_std(values)
     out.append(entry)
   return out
 

@@ -214,11 +214,6 @@ def run_row(row: Row, seed: int, args, stage_dirs: dict[str, str]) -> dict[str, 
 DIRECTION_SE = 2.0
 
 
-def _mean_std(xs: Sequence[float]) -> tuple[float, float]:
-  mean = sum(xs) / len(xs)
-  return mean, math.sqrt(sum((x - mean) ** 2 for x in xs) / max(1, len(xs) - 1))
-
-
 def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
   """Per row: each metric's mean, the overall score per seed (metric / baseline mean, averaged
   over the metrics) with mean and std over seeds, and the paper's direction beside ours: 'down'
@@ -236,13 +231,13 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [sum(r[m] / base_mean[m] for m in METRICS if base_mean[m] > 0) /
             max(1, sum(base_mean[m] > 0 for m in METRICS)) for r in rs]
 
-  base_score, base_std = _mean_std(scores_of(base))
+  base_score, base_std = reporting.mean_std(scores_of(base))
   table = []
   for row in ROWS:
     rs = by_row.get(row.name)
     if not rs:
       continue
-    mean, std = _mean_std(scores_of(rs))
+    mean, std = reporting.mean_std(scores_of(rs))
     paper_ratio = None if row.paper is None else row.paper / PAPER_BASELINE
     entry = {"row": row.name, "what": row.what, "seeds": len(rs), "score_mean": mean,
              "score_std": std, "paper": row.paper, "paper_ratio": paper_ratio,

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -251,12 +250,6 @@ def run_stage(config: ml_collections.ConfigDict, workdir: str, evals: ml_collect
           **{k: v for k, v in results.items() if isinstance(v, (int, float, str))}}
 
 
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-  """Mean and sample std (0 for one value)."""
-  mean = sum(values) / len(values)
-  return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / max(1, len(values) - 1))
-
-
 def fewshot_table(runs: Sequence[dict[str, Any]]) -> dict[str, dict[int, tuple[float, float]]]:
   """{'captioning_validation': {shots: (mean, std) over runs}, ...} from stage-3 runs."""
   table: dict[str, dict[int, tuple[float, float]]] = {}
@@ -270,7 +263,7 @@ def fewshot_table(runs: Sequence[dict[str, Any]]) -> dict[str, dict[int, tuple[f
         key = f"{name}/{shots}shot_{metric}"
         values = [r[key] for r in runs if isinstance(r.get(key), (int, float))]
         if values:
-          row[shots] = mean_std(values)
+          row[shots] = reporting.mean_std(values)
       table[name] = row
   return table
 
@@ -320,7 +313,7 @@ def report(saved: dict[str, Any]) -> str:
     extra = sorted({k for r in runs for k, v in r.items() if isinstance(v, float)
                     and k.split("/")[0] in VIDEO_QA_EVAL})
     for k in extra:
-      m, s = mean_std([r[k] for r in runs if k in r])
+      m, s = reporting.mean_std([r[k] for r in runs if k in r])
       lines.append(f"\n{k}: {m:.3f} ± {s:.3f}")
     lines += ["", f"Samples (seed {runs[0]['seed']}, held-out pairs, greedy):", ""]
     lines += [f"- {v}" for k, v in sorted(runs[0].items())

@@ -1,9 +1,11 @@
-"""What an experiment script records beside its numbers: the command that regenerates them, and
-the JSON / markdown files themselves (written whole, so a reader never sees half a table)."""
+"""What an experiment script records beside its numbers: the command that regenerates them, the
+JSON / markdown files themselves (written whole, so a reader never sees half a table), and the
+mean ± std over seeds its tables print."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shlex
 import sys
@@ -18,6 +20,12 @@ def command_line(script: str, argv: Optional[Sequence[str]] = None) -> str:
   flags; `argv` defaults to this process's arguments."""
   args = [a for a in (sys.argv[1:] if argv is None else argv) if a not in RENDER_ONLY_FLAGS]
   return shlex.join(["python", script, *args])
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+  """Mean and sample std (n - 1; 0 for one value) of per-seed results."""
+  mean = sum(values) / len(values)
+  return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / max(1, len(values) - 1))
 
 
 def write_text(path: str, text: str) -> None:

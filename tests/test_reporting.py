@@ -1,6 +1,7 @@
 """mmjax.reporting: the recorded command regenerates the results when pasted into a shell."""
 
 import json
+import math
 import shlex
 
 from mmjax import reporting
@@ -20,3 +21,9 @@ def test_write_json_is_sorted_and_leaves_no_temporary(tmp_path):
   assert path.read_text() == '{\n "a": [\n  1.5\n ],\n "b": 1\n}\n'
   assert json.loads(path.read_text()) == {"a": [1.5], "b": 1}
   assert sorted(p.name for p in path.parent.iterdir()) == ["r.json"]
+
+
+def test_mean_std_is_the_sample_std_and_zero_for_one_value():
+  assert not math.isnan(reporting.mean_std([1.0, 3.0])[1])
+  assert reporting.mean_std([1.0, 3.0]) == (2.0, math.sqrt(2.0))
+  assert reporting.mean_std([0.5]) == (0.5, 0.0)

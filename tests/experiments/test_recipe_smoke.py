@@ -6,7 +6,6 @@ scale swaps in SmolLM2's LM and tokenizer. (The SmolLM2 weights themselves are t
 tests/convert/test_gguf.py.)"""
 
 import json
-import math
 import os
 import sys
 
@@ -91,8 +90,6 @@ def test_stage1_siglip_and_evals():
   assert config.data.datasets == ("shapes", "emoji", "tuxpaint")
   evals = recipe.stage1_evals(True, "small")
   assert {"twemoji", "fashion_mnist", "heldout_shape", "shape", "retrieval"} <= set(evals)
-  assert not math.isnan(recipe.mean_std([1.0, 3.0])[1])
-  assert recipe.mean_std([1.0, 3.0]) == (2.0, math.sqrt(2.0))
 
 
 def test_stage1_lit_builds_the_lit_config():
