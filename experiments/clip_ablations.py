@@ -1,10 +1,13 @@
 """CLIP / SigLIP / CoCa ablations at small scale, into experiments/results/clip_ablations.{json,md}
-and two plots (zero-shot accuracy vs batch size, and vs training compute).
+(micro; clip_ablations_tiny.* for tiny) and two plots (zero-shot accuracy vs batch size, and vs
+training compute). `--jobs N` shares the runs among N single-core worker processes
+(sweep_jobs.py).
 
     python experiments/clip_ablations.py --scale micro --seeds 0,1 \
         [--sweeps loss_batch,prompts,coca_weight,patch_dropout,resolution] \
         [--examples 32768] [--workdir /tmp/mmjax_clip_ablations]
     python experiments/clip_ablations.py --from_json          # rewrite table and plots only
+    python experiments/clip_ablations.py --scale tiny --jobs 2   # runs shared by 2 processes
 
 Sweeps (each run trains on the same number of examples, so a bigger batch means fewer steps):
   loss_batch     softmax (CLIP, Radford et al. 2021) vs sigmoid (SigLIP, Zhai et al. 2023) loss
@@ -43,6 +46,7 @@ from mmjax import config_lib, evaluate, plan, reporting, restore, train  # noqa:
 from mmjax.data import datasets  # noqa: E402
 
 import evaluate_tiny  # noqa: E402  pylint: disable=import-error  (experiments/ is on sys.path)
+import sweep_jobs  # noqa: E402  pylint: disable=import-error
 
 RESULTS = os.path.join(REPO, "experiments", "results")
 SWEEPS = ("loss_batch", "prompts", "coca_weight", "patch_dropout", "resolution")
@@ -137,7 +141,7 @@ def train_flops(config: ml_collections.ConfigDict) -> float:
 
 def execute(run: Run, seed: int, args, offline: bool) -> list[dict[str, Any]]:
   """Trains `run` (resuming) and evaluates it; one result row per prompt set for 'prompts'."""
-  workdir = os.path.join(args.workdir, run.sweep, f"{run.name}_seed{seed}")
+  workdir = os.path.join(args.workdir, args.scale, run.sweep, f"{run.name}_seed{seed}")
   evaluate_tiny.release_compiled_programs()
   config = run_config(run, args.scale, seed, args.examples, offline)
   start = time.time()
@@ -185,15 +189,17 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
   return out
 
 
-def report(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
-  """One markdown table per sweep."""
+def report(table: list[dict[str, Any]], meta: dict[str, Any], stem: str = "clip_ablations") -> str:
+  """One markdown table per sweep (`stem`: the file name the plots start with)."""
   columns = [(k, label) for k, label in COLUMNS if any(k in e for e in table)]
   lines = ["# CLIP / SigLIP / CoCa ablations at small scale", "",
            f"Regenerate: `{meta['command']}` ({meta.get('wall_min', 0):.0f} min wall for the "
            "runs in this file). Mean ± std over seeds; every run sees the same number of "
            "training examples.", ""]
   for sweep in SWEEPS:
-    entries = [e for e in table if e["sweep"] == sweep]
+    # By family, then swept value (workers of --jobs return rows in their own order).
+    entries = sorted((e for e in table if e["sweep"] == sweep),
+                     key=lambda e: (e["family"], e["x"]))
     if not entries:
       continue
     lines += [f"## {sweep}", "",
@@ -206,9 +212,9 @@ def report(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                    f"{e['train_flops'] / 1e9:.1f} | " + " | ".join(cells) + " |")
     lines.append("")
   if any(e["sweep"] == "loss_batch" for e in table):
-    lines += ["![accuracy vs batch size](clip_ablations_batch.png)", ""]
+    lines += [f"![accuracy vs batch size]({stem}_batch.png)", ""]
   if any(e["sweep"] in ("resolution", "patch_dropout") for e in table):
-    lines += ["![accuracy vs compute](clip_ablations_compute.png)", ""]
+    lines += [f"![accuracy vs compute]({stem}_compute.png)", ""]
   return "\n".join(lines) + "\n"
 
 
@@ -218,8 +224,9 @@ def held_out_score(entry: dict[str, Any]) -> float:
   return sum(entry[k] for k in keys) / len(keys)
 
 
-def plot(table: list[dict[str, Any]], output: str) -> list[str]:
-  """Accuracy vs batch size (softmax vs sigmoid) and vs training compute; the PNGs written."""
+def plot(table: list[dict[str, Any]], output: str, stem: str = "clip_ablations") -> list[str]:
+  """Accuracy vs batch size (softmax vs sigmoid) and vs training compute; the PNGs written
+  (OUTPUT/STEM_batch.png, OUTPUT/STEM_compute.png)."""
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
@@ -235,7 +242,7 @@ def plot(table: list[dict[str, Any]], output: str) -> list[str]:
            title="Softmax vs sigmoid loss")
     ax.legend()
     fig.tight_layout()
-    path = os.path.join(output, "clip_ablations_batch.png")
+    path = os.path.join(output, f"{stem}_batch.png")
     fig.savefig(path, dpi=120)
     plt.close(fig)
     written.append(path)
@@ -255,7 +262,7 @@ def plot(table: list[dict[str, Any]], output: str) -> list[str]:
            title="Accuracy vs compute")
     ax.legend()
     fig.tight_layout()
-    path = os.path.join(output, "clip_ablations_compute.png")
+    path = os.path.join(output, f"{stem}_compute.png")
     fig.savefig(path, dpi=120)
     plt.close(fig)
     written.append(path)
@@ -278,12 +285,18 @@ def main(argv=None) -> int:
   parser.add_argument("--eval_size", default="full", choices=("full", "small"))
   parser.add_argument("--output", default=RESULTS)
   parser.add_argument("--from_json", action="store_true")
+  parser.add_argument("--jobs", type=int, default=1,
+                      help="worker processes, one core each, that share the runs (sweep_jobs.py)")
+  parser.add_argument("--shard", default=None,
+                      help="K/N: run only every N-th run from the K-th (set by --jobs)")
   args = parser.parse_args(argv)
   sweeps = args.sweeps.split(",")
   for s in sweeps:
     if s not in SWEEPS:
       parser.error(f"unknown sweep {s!r}; choose from {SWEEPS}")
-  json_path = os.path.join(args.output, "clip_ablations.json")
+  # One results file per scale, so a tiny sweep never reuses (or mixes with) micro rows.
+  stem = "clip_ablations" if args.scale == "micro" else f"clip_ablations_{args.scale}"
+  json_path = os.path.join(args.output, f"{stem}.json")
   command = reporting.command_line("experiments/clip_ablations.py", argv)
   saved = {"rows": [], "command": command, "wall_min": 0.0}
   if os.path.exists(json_path):
@@ -296,21 +309,29 @@ def main(argv=None) -> int:
     if offline is None:
       offline = offline_data_available(None)
     done = {(r["sweep"], r["run"], r["seed"]) for r in saved["rows"]}
-    for sweep in sweeps:
-      for run in sweep_runs(sweep, args.batch_size):
-        for seed in (int(s) for s in args.seeds.split(",")):
-          if (sweep, run.name, seed) in done:
-            continue
-          print(f"{sweep}: {run.name} seed {seed}", flush=True)
-          start = time.time()
-          saved["rows"].extend(execute(run, seed, args, offline))
-          saved["wall_min"] = saved.get("wall_min", 0.0) + (time.time() - start) / 60
-          reporting.write_json(json_path, saved)
+    todo = [(sweep, run, seed) for sweep in sweeps for run in sweep_runs(sweep, args.batch_size)
+            for seed in (int(s) for s in args.seeds.split(","))
+            if (sweep, run.name, seed) not in done]
+    if args.jobs > 1 and todo:
+      start = time.time()
+      saved["rows"] = sweep_jobs.run_workers(
+          os.path.abspath(__file__), [*(sys.argv[1:] if argv is None else argv),
+                                      "--offline_data", "yes" if offline else "no"], args.jobs,
+          args.workdir, saved["rows"], f"{stem}.json", "rows",
+          key=lambda r: (r["sweep"], r["run"], r["seed"], r["prompts"]))
+      saved["wall_min"] = saved.get("wall_min", 0.0) + (time.time() - start) / 60
+      todo = []
+    for sweep, run, seed in sweep_jobs.shard_items(todo, args.shard):
+      print(f"{sweep}: {run.name} seed {seed}", flush=True)
+      start = time.time()
+      saved["rows"].extend(execute(run, seed, args, offline))
+      saved["wall_min"] = saved.get("wall_min", 0.0) + (time.time() - start) / 60
+      reporting.write_json(json_path, saved)
   saved["table"] = aggregate(saved["rows"])
   reporting.write_json(json_path, saved)
-  text = report(saved["table"], saved)
-  reporting.write_text(os.path.join(args.output, "clip_ablations.md"), text)
-  plot(saved["table"], args.output)
+  text = report(saved["table"], saved, stem)
+  reporting.write_text(os.path.join(args.output, f"{stem}.md"), text)
+  plot(saved["table"], args.output, stem)
   print(text)
   return 0
 

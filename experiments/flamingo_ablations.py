@@ -1,9 +1,12 @@
 """The Flamingo paper's Table 3 ablations (Alayrac et al. 2022, §3.3), reproduced at small scale
-on the procedural `shapes` data, into experiments/results/flamingo_ablations.{json,md}.
+on the procedural `shapes` data, into experiments/results/flamingo_ablations.{json,md} (micro)
+or flamingo_ablations_tiny.{json,md} (tiny).
 
-    python experiments/flamingo_ablations.py --scale micro --seeds 0,1,2 \
+    python experiments/flamingo_ablations.py --scale micro --seeds 0,1,2 [--jobs 2] \
         [--workdir /tmp/mmjax_ablations] [--rows baseline,no_tanh_gating,...] [--steps N]
     python experiments/flamingo_ablations.py --from_json     # rewrite the table only
+
+`--jobs N` shares the stage-3 runs among N single-core worker processes (sweep_jobs.py).
 
 The recipe every row shares (the paper's, at our scale):
   stage 1  CLIP on shapes captions                    -> the frozen vision tower
@@ -43,6 +46,7 @@ import ml_collections  # noqa: E402
 from mmjax import config_lib, reporting  # noqa: E402
 
 import evaluate_tiny  # noqa: E402  pylint: disable=import-error  (experiments/ is on sys.path)
+import sweep_jobs  # noqa: E402  pylint: disable=import-error
 
 RESULTS = os.path.join(REPO, "experiments", "results")
 PAPER_BASELINE = 70.7
@@ -200,7 +204,7 @@ def train_stage(spec: str, overrides: list[str], workdir: str) -> float:
 
 def run_row(row: Row, seed: int, args, stage_dirs: dict[str, str]) -> dict[str, Any]:
   """Stage 3 of `row` with `seed`, then its score benchmarks."""
-  workdir = os.path.join(args.workdir, "rows", f"{row.name}_seed{seed}")
+  workdir = os.path.join(args.workdir, args.scale, "rows", f"{row.name}_seed{seed}")
   over = flamingo_overrides(args.scale, row, seed, args.steps, stage_dirs)
   seconds = train_stage(f"configs/flamingo.py:{args.scale}", over, workdir)
   results = evaluate_tiny.evaluate_workdir(workdir, score_evals(args.eval_size))
@@ -293,14 +297,21 @@ def main(argv=None) -> int:
   parser.add_argument("--output", default=RESULTS, help="directory of the JSON and markdown")
   parser.add_argument("--from_json", action="store_true",
                       help="only rewrite the markdown from OUTPUT/flamingo_ablations.json")
+  parser.add_argument("--jobs", type=int, default=1,
+                      help="worker processes, one core each, that share the stage-3 runs "
+                      "(sweep_jobs.py); stages 1-2 are trained first, once")
+  parser.add_argument("--shard", default=None,
+                      help="K/N: run only every N-th stage-3 run from the K-th (set by --jobs)")
   args = parser.parse_args(argv)
   rows = [r for r in ROWS if r.name in args.rows.split(",")]
   unknown = sorted(set(args.rows.split(",")) - set(ROW_NAMES))
   if unknown:
     parser.error(f"unknown --rows {unknown}; known: {ROW_NAMES}")
   seeds = [int(s) for s in args.seeds.split(",")]
-  json_path = os.path.join(args.output, "flamingo_ablations.json")
-  md_path = os.path.join(args.output, "flamingo_ablations.md")
+  # One results file per scale, so a tiny sweep never reuses (or mixes with) micro runs.
+  stem = "flamingo_ablations" if args.scale == "micro" else f"flamingo_ablations_{args.scale}"
+  json_path = os.path.join(args.output, f"{stem}.json")
+  md_path = os.path.join(args.output, f"{stem}.md")
   command = reporting.command_line("experiments/flamingo_ablations.py", argv)
   saved = {"runs": [], "command": command, "wall_min": 0.0}
   if os.path.exists(json_path):
@@ -309,7 +320,8 @@ def main(argv=None) -> int:
   if not args.from_json:
     saved["command"] = command
     start = time.time()
-    stage_dirs = {name: os.path.join(args.workdir, name) for name in ("clip", "clip_small", "lm")}
+    stage_dirs = {name: os.path.join(args.workdir, args.scale, name)
+                  for name in ("clip", "clip_small", "lm")}
     need = {"clip"} | {r.vision for r in rows} | ({"lm"} if any(r.lm != "scratch" for r in rows)
                                                   else set())
     for name in ("clip", "clip_small"):
@@ -321,16 +333,21 @@ def main(argv=None) -> int:
       print("stage 2: lm", flush=True)
       train_stage(*lm_overrides(args.scale, args.lm_steps), stage_dirs["lm"])
     done = {(r["row"], r["seed"]) for r in saved["runs"]}
-    for row in rows:
-      for seed in seeds:
-        if (row.name, seed) in done:
-          continue
-        print(f"stage 3: {row.name} seed {seed}", flush=True)
-        saved["runs"].append(run_row(row, seed, args, stage_dirs))
-        saved["wall_min"] = saved.get("wall_min", 0.0) + (time.time() - start) / 60
-        start = time.time()
-        os.makedirs(args.output, exist_ok=True)
-        reporting.write_json(json_path, saved)
+    todo = [(row, seed) for row in rows for seed in seeds if (row.name, seed) not in done]
+    if args.jobs > 1 and todo:
+      saved["runs"] = sweep_jobs.run_workers(
+          os.path.abspath(__file__), sys.argv[1:] if argv is None else argv, args.jobs,
+          args.workdir, saved["runs"], f"{stem}.json", "runs",
+          key=lambda r: (r["row"], r["seed"]))
+      saved["wall_min"] = saved.get("wall_min", 0.0) + (time.time() - start) / 60
+      todo = []
+    for row, seed in sweep_jobs.shard_items(todo, args.shard):
+      print(f"stage 3: {row.name} seed {seed}", flush=True)
+      saved["runs"].append(run_row(row, seed, args, stage_dirs))
+      saved["wall_min"] = saved.get("wall_min", 0.0) + (time.time() - start) / 60
+      start = time.time()
+      os.makedirs(args.output, exist_ok=True)
+      reporting.write_json(json_path, saved)
   saved["table"] = summarise(saved["runs"])
   text = report(saved["table"], saved)
   os.makedirs(args.output, exist_ok=True)

@@ -1,0 +1,106 @@
+"""Runs the independent training runs of a sweep in parallel worker processes, one CPU core each.
+
+A sweep script (clip_ablations.py, flamingo_ablations.py) given `--jobs N` first does its shared
+work itself (the towers every row reads), then starts N copies of itself with `--shard K/N`: copy K
+runs every N-th run from the K-th on, in its own results file under the sweep's workdir, pinned
+to core K mod (cores). The parent merges the copies' rows into its own JSON when they finish.
+
+Why processes and one core each: at these model sizes XLA's CPU backend keeps a second core
+mostly idle inside one process, so two single-core processes finish a sweep in about half the
+wall time of one two-core process. Every worker resumes like the sweep itself (its runs'
+directories and its results file survive an interruption), so a killed `--jobs` sweep restarts
+where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any, Callable, Sequence, TypeVar
+
+T = TypeVar("T")
+
+
+def parse_shard(spec: str | None) -> tuple[int, int]:
+  """'K/N' -> (K, N) with 0 <= K < N; None -> (0, 1), the whole sweep."""
+  if not spec:
+    return 0, 1
+  try:
+    k, n = (int(x) for x in spec.split("/"))
+  except ValueError as e:
+    raise ValueError(f"--shard must look like K/N (e.g. 0/2), got {spec!r}") from e
+  if not 0 <= k < n:
+    raise ValueError(f"--shard {spec!r}: need 0 <= K < N")
+  return k, n
+
+
+def shard_items(items: Sequence[T], spec: str | None) -> list[T]:
+  """The items of shard `spec` ('K/N'): every N-th from the K-th on (all for None)."""
+  k, n = parse_shard(spec)
+  return list(items[k::n])
+
+
+def shard_output(workdir: str, k: int, n: int) -> str:
+  """Where worker K of N writes its results file (inside the sweep's workdir)."""
+  return os.path.join(workdir, f"shard{k}of{n}")
+
+
+def run_workers(script: str, argv: Sequence[str], jobs: int, workdir: str,
+                rows: list[dict[str, Any]], filename: str, field: str,
+                key: Callable[[dict[str, Any]], tuple]) -> list[dict[str, Any]]:
+  """Runs `python script *argv --shard K/jobs --jobs 1 --output DIR_K` for K < jobs, each pinned
+  to one core, waits for all, and returns `rows` plus the workers' new rows.
+
+  The sweep's results file is `filename`, its list of result rows `field`, and `key(row)` names
+  a run; each worker's file is first given the rows already done (`rows`), so it skips them.
+  Raises if a worker fails, after the others finish (their runs are kept for a rerun).
+  """
+  cores = sorted(os.sched_getaffinity(0))
+  procs = []
+  for k in range(jobs):
+    out = shard_output(workdir, k, jobs)
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, filename)
+    saved = {field: []}
+    if os.path.exists(path):
+      with open(path, encoding="utf-8") as f:
+        saved = json.load(f)
+    saved[field] = _union(saved.get(field, []), rows, key)
+    with open(path, "w", encoding="utf-8") as f:
+      json.dump(saved, f)
+    core = cores[k % len(cores)]
+    cmd = [sys.executable, script, *argv, "--shard", f"{k}/{jobs}", "--jobs", "1",
+           "--output", out]
+    print(f"worker {k}/{jobs} on core {core}, log: {out}/log.txt", flush=True)
+    log = open(os.path.join(out, "log.txt"), "a", encoding="utf-8")  # pylint: disable=consider-using-with
+    procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                   preexec_fn=lambda c=core: os.sched_setaffinity(0, {c})),
+                  log, out))
+  failed = []
+  merged = list(rows)
+  for k, (proc, log, out) in enumerate(procs):
+    if proc.wait() != 0:
+      failed.append(out)
+    log.close()
+    path = os.path.join(out, filename)
+    if os.path.exists(path):
+      with open(path, encoding="utf-8") as f:
+        merged = _union(merged, json.load(f).get(field, []), key)
+  if failed:
+    raise RuntimeError(f"sweep workers failed, see log.txt in {failed}; finished runs are kept, "
+                       "rerun the same command to resume")
+  return merged
+
+
+def _union(rows: list[dict[str, Any]], more: list[dict[str, Any]],
+           key: Callable[[dict[str, Any]], tuple]) -> list[dict[str, Any]]:
+  """`rows` plus the rows of `more` whose key is not among them, in order."""
+  seen = {key(r) for r in rows}
+  out = list(rows)
+  for r in more:
+    if key(r) not in seen:
+      seen.add(key(r))
+      out.append(r)
+  return out
