@@ -150,6 +150,9 @@ def execute(run: Run, seed: int, args, offline: bool) -> list[dict[str, Any]]:
   config = restore.load_run_config(workdir)
   params, step = restore.load_params(workdir)
   flops = train_flops(config)
+  # Zero-shot on shapes reads only the single-object scenes, ~11% of a split: the default 256
+  # held-out scenes give 29 images (a standard error of ~0.07), too few to tell rows apart.
+  config.data.num_eval = args.eval_scenes
   prompt_sets = PROMPTS if run.sweep == "prompts" else {"ensemble": "shapes"}
   rows = []
   for prompt, templates in prompt_sets.items():
@@ -283,6 +286,9 @@ def main(argv=None) -> int:
                       help="train/evaluate on emoji, tuxpaint, Fashion-MNIST too ('auto': if "
                       "installed)")
   parser.add_argument("--eval_size", default="full", choices=("full", "small"))
+  parser.add_argument("--eval_scenes", type=int, default=2048,
+                      help="scenes per shapes evaluation split (data.num_eval) at evaluation: "
+                      "2048 give ~230 single-object held-out images for zero-shot")
   parser.add_argument("--output", default=RESULTS)
   parser.add_argument("--from_json", action="store_true")
   parser.add_argument("--jobs", type=int, default=1,

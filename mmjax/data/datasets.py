@@ -6,6 +6,7 @@ random-access source for grain.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
 from typing import Any
@@ -99,12 +100,22 @@ def prepare(name: str, *, data_dir: str | None = None, manual_dir: str | None = 
   `manual_dir` is where builders of user-supplied copies (COCO, VQAv2, ...) read the official
   files from (tfds' manual_dir; None: DATA_DIR/downloads/manual).
   """
-  builder = get_builder(name, data_dir=data_dir, **config)
   tfds.disable_progress_bar()  # Keeps logs of training runs and CI readable.
   download_config = tfds.download.DownloadConfig(
       manual_dir=os.path.abspath(os.path.expanduser(manual_dir)) if manual_dir else None)
-  # A no-op when the files exist (tfds checks the dataset_info in the versioned directory).
-  builder.download_and_prepare(file_format="array_record", download_config=download_config)
+  # One process at a time builds a dataset (parallel sweep workers, several runs on one
+  # machine): two concurrent builds would race on tfds' final rename. The builder is made under
+  # the lock so a process that waited sees the other's files and reuses them.
+  root = resolve_data_dir(data_dir)
+  os.makedirs(root, exist_ok=True)
+  with open(os.path.join(root, f".{name}.lock"), "w", encoding="utf-8") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      builder = get_builder(name, data_dir=data_dir, **config)
+      # A no-op when the files exist (tfds checks the dataset_info in the versioned directory).
+      builder.download_and_prepare(file_format="array_record", download_config=download_config)
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
   return builder
 
 

@@ -1,6 +1,7 @@
 """Every shapes builder prepares a small split with TensorFlow absent."""
 
 import json
+import subprocess
 import sys
 
 import numpy as np
@@ -62,3 +63,25 @@ def test_interleaved_documents_have_one_more_chunk_than_images(data_dir):
     assert 2 <= len(ex["images"]) <= 8
     assert len(ex["texts"]) == len(ex["images"]) + 1 == len(ex["scenes"]) + 1
     json.loads(ex["scenes"][0])
+
+
+# Builds one dataset and prints its size and a digest of its records (run by several processes
+# at once: parallel sweep workers preparing the same data).
+PREPARE = """
+import hashlib, sys
+from mmjax.data import datasets
+src = datasets.load_source("shapes", "train", data_dir=sys.argv[1], image_size=32,
+                           num_train=256, num_eval=8, num_frames=4)
+print(len(src), hashlib.sha1(b"".join(src[i]["image"] for i in range(len(src)))).hexdigest())
+"""
+
+
+def test_processes_preparing_one_dataset_at_once_agree(tmp_path):
+  procs = [subprocess.Popen([sys.executable, "-c", PREPARE, str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for _ in range(3)]
+  outs = [p.communicate(timeout=300) for p in procs]
+  for p, (out, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-2000:]
+  lines = {out.strip().splitlines()[-1] for out, _ in outs}
+  assert len(lines) == 1 and lines.pop().startswith("256 ")
