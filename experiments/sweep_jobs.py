@@ -47,6 +47,10 @@ def shard_output(workdir: str, k: int, n: int) -> str:
   return os.path.join(workdir, f"shard{k}of{n}")
 
 
+_PIN_AND_EXEC = ("import os, sys; os.sched_setaffinity(0, {int(sys.argv[1])}); "
+                 "os.execv(sys.executable, [sys.executable, *sys.argv[2:]])")
+
+
 def run_workers(script: str, argv: Sequence[str], jobs: int, workdir: str,
                 rows: list[dict[str, Any]], filename: str, field: str,
                 key: Callable[[dict[str, Any]], tuple]) -> list[dict[str, Any]]:
@@ -71,13 +75,13 @@ def run_workers(script: str, argv: Sequence[str], jobs: int, workdir: str,
     with open(path, "w", encoding="utf-8") as f:
       json.dump(saved, f)
     core = cores[k % len(cores)]
-    cmd = [sys.executable, script, *argv, "--shard", f"{k}/{jobs}", "--jobs", "1",
-           "--output", out]
+    # The child pins itself, then execs the script: a preexec_fn would run Python between fork
+    # and exec in a parent whose JAX threads may hold locks.
+    cmd = [sys.executable, "-c", _PIN_AND_EXEC, str(core), script, *argv,
+           "--shard", f"{k}/{jobs}", "--jobs", "1", "--output", out]
     print(f"worker {k}/{jobs} on core {core}, log: {out}/log.txt", flush=True)
     log = open(os.path.join(out, "log.txt"), "a", encoding="utf-8")  # pylint: disable=consider-using-with
-    procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                   preexec_fn=lambda c=core: os.sched_setaffinity(0, {c})),
-                  log, out))
+    procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log, out))
   failed = []
   merged = list(rows)
   for k, (proc, log, out) in enumerate(procs):
