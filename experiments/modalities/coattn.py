@@ -153,11 +153,13 @@ def rows_of(results: dict) -> list[dict]:
   """The combined table's rows: VQA accuracy vs the text-only baseline and the most frequent
   answer, the share of answers that depend on the image, ITM accuracy vs chance."""
   rows = []
-  base = results.get("baseline", {})
   for enc in ENCODERS:
     if enc not in results:
       continue
     r = results[enc]
+    # Its own blind twin when it has one (same pre-trained weights); else the first baseline's.
+    base = ({"encoder": enc, **results[f"{enc}_blind"]} if f"{enc}_blind" in results
+            else results.get("baseline", {}))
     acc = r["vqa"]["vqa/accuracy"]
     if base:
       rows.append(dict(model=enc, metric="VQA accuracy (shapes validation, all questions)",

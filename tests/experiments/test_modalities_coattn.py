@@ -67,3 +67,20 @@ def test_clip_tower_fits_every_encoders_regions():
     assert config.optim.frozen == ("^vision/",) and not config.model.vision.project
     vision = shapes(config)["vision"]
     assert vision == {k: v for k, v in image.items() if k != "proj"}, enc
+
+
+def test_each_encoder_is_compared_with_its_own_blind_twin():
+  """An encoder with a blind twin is judged against it; one without falls back to the first
+  baseline's (pre-trained weights differ per encoder, so a shared twin would be unfair)."""
+  def vqa(acc):
+    return {"vqa": {"vqa/accuracy": acc, "vqa/baseline_most_frequent": 0.3}}
+  results = {"lxmert": {**vqa(0.49), "pretrain": {"pretrain/itm_accuracy": 0.6}},
+             "visualbert": {**vqa(0.46), "pretrain": {"pretrain/itm_accuracy": 0.6}},
+             "vilbert": {**vqa(0.46), "pretrain": {"pretrain/itm_accuracy": 0.6}},
+             "lxmert_blind": vqa(0.44), "visualbert_blind": vqa(0.47)}
+  results["baseline"] = {"encoder": "lxmert", **results["lxmert_blind"]}
+  twin = {r["model"]: (r["baseline"], r["baseline_value"], r["beats_baseline"])
+          for r in coattn.rows_of(results) if r["baseline"].startswith("text-only")}
+  assert twin == {"lxmert": ("text-only lxmert (blind images)", 0.44, True),
+                  "visualbert": ("text-only visualbert (blind images)", 0.47, False),
+                  "vilbert": ("text-only lxmert (blind images)", 0.44, True)}
