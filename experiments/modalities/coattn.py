@@ -84,45 +84,13 @@ def stage_overrides(steps: int, data_dir: str | None, extra: list[str]) -> list[
 
 
 def vqa_eval(workdir: str, num_examples: int | None) -> dict:
-  """The vqa_class evaluator on the newest checkpoint of `workdir` (validation scenes)."""
+  """The vqa_class evaluator on the newest checkpoint of `workdir` (validation scenes), with every
+  question also asked of another scene's image (`vqa/answers_changed`)."""
   config = restore.load_run_config(workdir)
   params, step = restore.load_params(workdir)
   evals = ml_collections.ConfigDict({"vqa": dict(type="vqa_class", split="validation",
-                                                 num_examples=num_examples)})
+                                                 num_examples=num_examples, swap_images=True)})
   return {"step": step, **evaluate.evaluate(config, params, evals, workdir)}
-
-
-def vision_use(workdir: str, batches: int = 4) -> dict:
-  """How much the VQA model of `workdir` reads the image: over `batches` validation batches, the
-  share of questions whose predicted answer changes when each is paired with another scene's
-  image (the batch rolled by one), and the mean change of the text states relative to their
-  size. A question-only classifier scores 0 on both."""
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
-  from mmjax.data import pipeline, tokenizers  # pylint: disable=import-outside-toplevel
-  from mmjax.models import family as family_lib  # pylint: disable=import-outside-toplevel
-
-  config = restore.load_run_config(workdir)
-  params, _ = restore.load_params(workdir)
-  fam = family_lib.build(config.model)
-  data = ml_collections.ConfigDict(config.data.to_dict())
-  data.split = "validation"
-  it = iter(pipeline.make_pipeline(data, tokenizer=tokenizers.get_tokenizer(data.tokenizer),
-                                   train=False, process_index=0, process_count=1))
-  changed, relative = [], []
-  for _ in range(batches):
-    batch = next(it, None)
-    if batch is None:
-      break
-    image, text = jnp.asarray(batch["image"]), jnp.asarray(batch["text"])
-    own = fam.apply(params, {"image": image, "text": text})
-    other = fam.apply(params, {"image": jnp.roll(image, 1, axis=0), "text": text})
-    changed.append(np.asarray(jnp.argmax(own["vqa_logits"], -1) !=
-                              jnp.argmax(other["vqa_logits"], -1)))
-    relative.append(float(jnp.mean(jnp.abs(own["text"] - other["text"])) /
-                          jnp.mean(jnp.abs(own["text"]))))
-  return {"vision_use/answers_changed": float(np.concatenate(changed).mean()),
-          "vision_use/text_state_change": float(np.mean(relative))}
 
 
 def pretrain_eval(workdir: str, batches: int) -> dict:
@@ -134,11 +102,16 @@ def pretrain_eval(workdir: str, batches: int) -> dict:
   return {"step": step, **evaluate.evaluate(config, params, evals, workdir)}
 
 
+# Bumped when the evaluation changes, so older saved results are recomputed.
+EVAL_VERSION = 2
+
+
 def cached(path: str, compute, *workdirs: str) -> dict:
   """`compute()`, saved at `path` and reused while the `workdirs`' newest checkpoints are the
-  ones it evaluated (so invocations that trained different encoders in parallel combine cheaply)."""
+  ones it evaluated (so invocations that trained different encoders in parallel combine cheaply)
+  and EVAL_VERSION is the one that wrote it."""
   key = [sorted(int(n) for n in os.listdir(os.path.join(w, "checkpoints")) if n.isdigit())
-         for w in workdirs]
+         for w in workdirs] + [EVAL_VERSION]
   if os.path.exists(path):
     with open(path, encoding="utf-8") as f:
       saved = json.load(f)
@@ -170,8 +143,8 @@ def rows_of(results: dict) -> list[dict]:
     rows.append(dict(model=enc, metric="VQA accuracy (shapes validation, all questions)",
                      value=acc, baseline="most frequent answer", baseline_value=most,
                      beats_baseline=bool(acc > most)))
-    if "vision_use/answers_changed" in r["vqa"]:
-      changed = r["vqa"]["vision_use/answers_changed"]
+    if "vqa/answers_changed" in r["vqa"]:
+      changed = r["vqa"]["vqa/answers_changed"]
       rows.append(dict(model=enc, metric="VQA answers changed by another scene's image",
                        value=changed, baseline="a question-only classifier", baseline_value=0.0,
                        beats_baseline=bool(changed > 0.0)))
@@ -193,13 +166,17 @@ def report(saved: dict) -> str:
   for row in saved["rows"]:
     lines.append(f"| {row['model']} | {row['metric']} | {row['value']:.3f} | {row['baseline']} "
                  f"| {row['baseline_value']:.3f} | {'yes' if row['beats_baseline'] else 'no'} |")
-  lines += ["", "Per question kind (exact accuracy):", "",
-            "| model | " + " | ".join(saved.get("kinds", [])) + " |",
-            "|---|" + "---|" * len(saved.get("kinds", []))]
-  for name, r in saved["results"].items():
-    vqa = r["vqa"]
-    lines.append(f"| {name} | " + " | ".join(
-        f"{vqa.get(f'vqa/accuracy_{k}', float('nan')):.3f}" for k in saved.get("kinds", [])) + " |")
+  kinds = saved.get("kinds", [])
+  for title, prefix in (("exact accuracy", "vqa/accuracy_"),
+                        ("share of answers changed by another scene's image",
+                         "vqa/answers_changed_")):
+    if not any(k.startswith(prefix) for r in saved["results"].values() for k in r["vqa"]):
+      continue  # results saved before the measure existed
+    lines += ["", f"Per question kind ({title}):", "",
+              "| model | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds)]
+    for name, r in saved["results"].items():
+      lines.append(f"| {name} | " + " | ".join(
+          f"{r['vqa'].get(prefix + k, float('nan')):.3f}" for k in kinds) + " |")
   lines += ["", "Setup: " + saved.get("setup", "")]
   if saved.get("note"):
     lines += ["", "Reading: " + saved["note"]]
@@ -267,7 +244,6 @@ def main(argv=None) -> dict:
           os.path.join(args.workdir, enc, f"eval_{args.eval_examples}.json"),
           lambda: {"pretrain": pretrain_eval(pre_dir, 4),
                    "vqa": vqa_eval(vqa_dir, args.eval_examples)}, pre_dir, vqa_dir)
-      results[enc]["vqa"].update(vision_use(vqa_dir))  # 8 forward passes: not cached
     baselines = [e for e in args.baselines.split(",") if e]
     for enc in baselines:
       blind_dir = os.path.join(args.workdir, enc, "vqa_blind")

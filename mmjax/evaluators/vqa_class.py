@@ -4,7 +4,10 @@ and per question kind) and with the VQAv2 metric against the annotators' answers
 
     config.evals.vqa = dict(type="vqa_class", split="validation")
 
-Fields: split, dataset ('shapes'), num_examples (records; None = all), batch_size (64).
+Fields: split, dataset ('shapes'), num_examples (records; None = all), batch_size (64),
+swap_images (False: also ask every question of another record's image, the next one, and report
+the share of answers that change, overall and per kind: how much the model reads the image,
+0 for a question-only classifier).
 Baseline: the most frequent training answer (the answer vocabulary's first class). The
 question-only baseline is a model trained with `model.blind=True`
 (experiments/modalities/coattn.py).
@@ -49,17 +52,7 @@ class VqaClassEvaluator:
             for k, (q, a) in enumerate(zip(r["questions"], r["answer"]))]
     idx = np.array([row[0] for row in rows])
     text = tok.pad_ids([row[1] for row in rows], int(data.text_length))
-    batch_size = int(cfg.get("batch_size", 64))
-    preds = []
-    for s in common.chunks(len(rows), batch_size):
-      n = s.stop - s.start
-      image, ids = imgs[idx[s]], text[s]
-      if n < batch_size:  # pad the last chunk to the compiled batch size
-        image = np.concatenate([image, np.zeros((batch_size - n,) + image.shape[1:],
-                                                image.dtype)])
-        ids = np.concatenate([ids, np.zeros((batch_size - n, ids.shape[1]), ids.dtype)])
-      logits = self._predict(params, self.context.shard_batch({B.IMAGE: image, B.TEXT: ids}))
-      preds.extend(np.argmax(np.asarray(jax.device_get(logits)), -1)[:n].tolist())
+    preds = self._answers(params, imgs, idx, text)
     names = [vocab[p] if p < len(vocab) else "" for p in preds]  # classes beyond the vocabulary
     labels = np.array([answers_lib.answer_label(index, row[2]) for row in rows])
     correct = np.array(preds) == labels
@@ -75,4 +68,31 @@ class VqaClassEvaluator:
         by_kind[row[3]].append(ok)
     for kind, oks in sorted(by_kind.items()):
       out[f"{self.name}/accuracy_{kind}"] = float(np.mean(oks))
+    if cfg.get("swap_images", False):
+      if len(records) < 2:
+        raise ValueError(f"evals.{self.name}.swap_images needs at least 2 records of the "
+                         f"split; num_examples gave {len(records)}")
+      # Shapes scenes are drawn independently, so the next record is another scene.
+      swapped = np.array(self._answers(params, imgs, (idx + 1) % len(records), text))
+      changed = swapped != np.array(preds)
+      out[f"{self.name}/answers_changed"] = float(np.mean(changed))
+      for kind in sorted(by_kind):
+        out[f"{self.name}/answers_changed_{kind}"] = float(np.mean(
+            [c for c, row in zip(changed, rows) if row[3] == kind]))
     return out
+
+  def _answers(self, params: Any, imgs: np.ndarray, idx: np.ndarray,
+               text: np.ndarray) -> list[int]:
+    """The top class of each question `text[k]` asked of image `imgs[idx[k]]`."""
+    batch_size = int(self.config.get("batch_size", 64))
+    preds = []
+    for s in common.chunks(len(idx), batch_size):
+      n = s.stop - s.start
+      image, ids = imgs[idx[s]], text[s]
+      if n < batch_size:  # pad the last chunk to the compiled batch size
+        image = np.concatenate([image, np.zeros((batch_size - n,) + image.shape[1:],
+                                                image.dtype)])
+        ids = np.concatenate([ids, np.zeros((batch_size - n, ids.shape[1]), ids.dtype)])
+      logits = self._predict(params, self.context.shard_batch({B.IMAGE: image, B.TEXT: ids}))
+      preds.extend(np.argmax(np.asarray(jax.device_get(logits)), -1)[:n].tolist())
+    return preds
