@@ -52,33 +52,32 @@ class VqaClassEvaluator:
             for k, (q, a) in enumerate(zip(r["questions"], r["answer"]))]
     idx = np.array([row[0] for row in rows])
     text = tok.pad_ids([row[1] for row in rows], int(data.text_length))
-    preds = self._answers(params, imgs, idx, text)
+    preds = np.array(self._answers(params, imgs, idx, text))
     names = [vocab[p] if p < len(vocab) else "" for p in preds]  # classes beyond the vocabulary
     labels = np.array([answers_lib.answer_label(index, row[2]) for row in rows])
-    correct = np.array(preds) == labels
+    correct = preds == labels
     out = {f"{self.name}/accuracy": float(np.mean(correct)),
            f"{self.name}/vqav2_accuracy": float(np.mean(
                [vqa_accuracy(name, row[4]) for name, row in zip(names, rows)])),
            f"{self.name}/baseline_most_frequent": float(np.mean(labels == 0)),
            f"{self.name}/num_questions": len(rows),
            f"{self.name}/example": f"Q: {rows[0][1]} -> {names[0]!r}"}
-    by_kind = collections.defaultdict(list)
-    for ok, row in zip(correct, rows):
+    by_kind = collections.defaultdict(list)  # question kind -> its rows' positions
+    for k, row in enumerate(rows):
       if row[3] is not None:
-        by_kind[row[3]].append(ok)
-    for kind, oks in sorted(by_kind.items()):
-      out[f"{self.name}/accuracy_{kind}"] = float(np.mean(oks))
+        by_kind[row[3]].append(k)
+    for kind, ks in sorted(by_kind.items()):
+      out[f"{self.name}/accuracy_{kind}"] = float(np.mean(correct[ks]))
     if cfg.get("swap_images", False):
       if len(records) < 2:
         raise ValueError(f"evals.{self.name}.swap_images needs at least 2 records of the "
                          f"split; num_examples gave {len(records)}")
       # Shapes scenes are drawn independently, so the next record is another scene.
       swapped = np.array(self._answers(params, imgs, (idx + 1) % len(records), text))
-      changed = swapped != np.array(preds)
+      changed = swapped != preds
       out[f"{self.name}/answers_changed"] = float(np.mean(changed))
-      for kind in sorted(by_kind):
-        out[f"{self.name}/answers_changed_{kind}"] = float(np.mean(
-            [c for c, row in zip(changed, rows) if row[3] == kind]))
+      for kind, ks in sorted(by_kind.items()):
+        out[f"{self.name}/answers_changed_{kind}"] = float(np.mean(changed[ks]))
     return out
 
   def _answers(self, params: Any, imgs: np.ndarray, idx: np.ndarray,

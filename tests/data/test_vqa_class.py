@@ -80,8 +80,7 @@ def test_swap_images_counts_answers_that_depend_on_the_image(make_config, tok):
   weighted = sum(counts[k] * seeing[f"vqa/answers_changed_{k}"] for k in kinds) / sum(
       counts.values())
   np.testing.assert_allclose(weighted, seeing["vqa/answers_changed"], rtol=1e-6)
-  single = make_config(task="vqa_class", split="validation")
   spec.num_examples = 1
-  context = evaluators.EvalContext(family=_Family(True), data_config=single, tokenizer=tok)
+  context = evaluators.EvalContext(family=_Family(True), data_config=config, tokenizer=tok)
   with pytest.raises(ValueError, match="swap_images needs at least 2 records"):
     evaluators.build("vqa", spec, context).run(params=None)
