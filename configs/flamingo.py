@@ -90,6 +90,11 @@ def resampler_model(**overrides) -> ml_collections.ConfigDict:
   r.max_frames = 2
   # Std of their initialisation (open_flamingo's torch.randn: 1.0; the video presets use it).
   r.time_embed_init_std = 0.02
+  # Learned spatial embeddings, one per patch token of a frame (shared by all frames), and the
+  # std of their initialisation; 0: none (the paper's). The video presets set it: see the
+  # resampler's docstring.
+  r.max_patches = 0
+  r.spatial_embed_init_std = 0.02
   # LayerNorm epsilon.
   r.norm_eps = 1e-5
   # Scan over layers and the remat policy name; compute ('auto': bf16 on GPU/TPU, fp32 on CPU)

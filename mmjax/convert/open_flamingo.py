@@ -72,6 +72,12 @@ def _check_activation(activation: str, where: str) -> None:
 def resampler_rules(ours: str, theirs: str, cfg: Any) -> list[Rule]:
   """PerceiverResampler (keys under `theirs`, e.g. 'perceiver.') <-> our resampler (`ours`)."""
   _check_activation(_get(cfg, "activation"), "resampler")
+  # Configs saved before the field existed have no spatial embeddings either.
+  spatial = (cfg.get("max_patches", 0) if isinstance(cfg, Mapping) or hasattr(cfg, "to_dict")
+             else getattr(cfg, "max_patches", 0))
+  if spatial:
+    raise ValueError(f"resampler.max_patches={spatial}: open_flamingo's PerceiverResampler has "
+                     "no spatial embeddings; set it to 0")
   rules = [T.copy(f"{ours}/latents", f"{theirs}latents")]
   if _get(cfg, "max_frames"):
     rules.append(T.copy(f"{ours}/time_embed", f"{theirs}frame_embs"))

@@ -7,6 +7,7 @@ added per frame before the frames are flattened, so a video of T frames and a st
 (T = 1) go through the same module.
 
     x = media + time_embed[:T]                 # [B, M, T, N, D] -> flatten -> [B, M, T*N, D]
+        (+ spatial_embed[:N], optional)
     latents = broadcast(latents)               # [B, M, n, D]
     repeat depth times:
       latents += attn(q = LN(latents), kv = [LN(x); LN(latents)])
@@ -104,6 +105,13 @@ class PerceiverResampler(nn.Module):
     time_embed_init_std: std of their normal initialisation. open_flamingo's frame_embs are
       torch.randn (1.0), on the scale of the vision tokens, so frames differ from the first step;
       at 0.02 they are ~2% of a token and a short video fine-tune barely moves them.
+    max_patches: number of learned spatial embeddings, one per token index n < N, shared by
+      every frame; 0 (default, the paper's and open_flamingo's) disables them. The latents see
+      the tokens as an unordered set, so without them a token's place is known only from what
+      the vision tower left of its own position embedding in its features; a frozen contrastive
+      tower keeps little (experiments/results/modalities/motion_probe.md), and motion is a
+      change of place across frames.
+    spatial_embed_init_std: std of their normal initialisation.
     norm_eps: epsilon of the LayerNorms.
     scan / remat: scan over layers, and the remat policy name (layers.REMAT_POLICIES).
     dtype / param_dtype: compute and storage dtypes.
@@ -117,6 +125,8 @@ class PerceiverResampler(nn.Module):
   activation: str = "squared_relu"
   max_frames: int = 1
   time_embed_init_std: float = 0.02
+  max_patches: int = 0
+  spatial_embed_init_std: float = 0.02
   norm_eps: float = 1e-5
   scan: bool = True
   remat: str = "none"
@@ -144,6 +154,15 @@ class PerceiverResampler(nn.Module):
                                          P.EMBED),
           (self.max_frames, self.width), self.param_dtype)
       x = x + time_embed[:t].astype(self.dtype)[:, None, :]
+    if self.max_patches:
+      if n > self.max_patches:
+        raise ValueError(f"media have {n} tokens per frame but the resampler has spatial "
+                         f"embeddings for resampler.max_patches={self.max_patches}")
+      spatial_embed = self.param(
+          "spatial_embed", layers.with_axes(nn.initializers.normal(self.spatial_embed_init_std),
+                                            None, P.EMBED),
+          (self.max_patches, self.width), self.param_dtype)
+      x = x + spatial_embed[:n].astype(self.dtype)
     # Media items are independent: fold them into the batch for rank-4 attention.
     x = x.reshape(b * m, t * n, self.width)
     media_mask = None
@@ -166,10 +185,11 @@ class PerceiverResampler(nn.Module):
 
 def resampler_params_estimate(width: int, depth: int, num_heads: int, head_dim: int,
                               num_latents: int, ff_mult: int, max_frames: int,
-                              input_width: Optional[int] = None) -> int:
+                              input_width: Optional[int] = None, max_patches: int = 0) -> int:
   """Closed-form parameter count (checks the module against the paper's Table 5 by hand)."""
   inner = num_heads * head_dim
   attn = 4 * width + 4 * width * inner  # two LayerNorms; q, k, v, out
   ff = 2 * width + 2 * width * ff_mult * width
   proj = 0 if input_width in (None, width) else input_width * width
-  return depth * (attn + ff) + num_latents * width + max_frames * width + 2 * width + proj
+  return (depth * (attn + ff) + num_latents * width + (max_frames + max_patches) * width
+          + 2 * width + proj)

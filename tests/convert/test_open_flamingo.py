@@ -71,6 +71,13 @@ def test_resampler_parity_and_round_trip(scan):
     np.testing.assert_array_equal(back[key], value, err_msg=key)
 
 
+def test_resampler_with_spatial_embeddings_is_refused_by_name():
+  # open_flamingo has no twin of our optional spatial embeddings: no silent drop.
+  with pytest.raises(ValueError, match="resampler.max_patches=4"):
+    of.resampler_rules("resampler", "perceiver.", dict(RESAMPLER, max_patches=4))
+  assert of.resampler_rules("resampler", "perceiver.", dict(RESAMPLER, max_patches=0))
+
+
 def interleaved(batch=2, length=12):
   """Media locations with two images per row and text before the first image in row 0."""
   locations = np.zeros((batch, length), bool)

@@ -52,3 +52,21 @@ def test_structure_matches_open_flamingo_and_closed_form_count():
   assert "bias" not in params["layers"]["attn"]["query"]  # no biases, as open_flamingo
   n = sum(x.size for x in jax.tree.leaves(params))
   assert n == resampler.resampler_params_estimate(16, 2, 2, 8, 5, 2, 3, input_width=24)
+
+
+def test_spatial_embeddings_break_token_permutation_invariance_and_bound_tokens():
+  # Without spatial embeddings the latents see each frame's tokens as a set: permuting them
+  # leaves the output unchanged. With them (max_patches), where a token sits matters.
+  x = jax.random.normal(jax.random.key(1), (1, 1, 2, 6, 16))
+  perm = jnp.array([3, 0, 5, 1, 4, 2])
+  for max_patches, invariant in ((0, True), (6, False)):
+    model = _resampler(max_patches=max_patches, spatial_embed_init_std=1.0)
+    params = jax.jit(model.init)(jax.random.key(0), x)
+    out, permuted = (jax.jit(model.apply)(params, y) for y in (x, x[:, :, :, perm]))
+    assert bool(jnp.allclose(out, permuted, atol=1e-5)) == invariant
+  params = nn.unbox(params)
+  assert params["params"]["spatial_embed"].shape == (6, 16)
+  n = sum(v.size for v in jax.tree.leaves(params))
+  assert n == resampler.resampler_params_estimate(16, 2, 2, 8, 5, 2, 3, max_patches=6)
+  with pytest.raises(ValueError, match="max_patches=6"):
+    model.apply(params, jnp.zeros((1, 1, 2, 7, 16)))
