@@ -190,8 +190,10 @@ def report(saved: dict) -> str:
   lines += ["",
            "| head | input | test accuracy (motion) | test accuracy (single frame) | "
            "train accuracy (motion) |", "|---|---|---|---|---|"]
-  for row, r in saved["rows"].items():
-    head, source = row.split(":")
+  # The JSON's keys are sorted: order rows by input, then head, as the docstring lists them.
+  order = lambda row: (INPUTS.index(row.split(":")[1]), list(HEADS).index(row.split(":")[0]))
+  for row in sorted(saved["rows"], key=order):
+    r, (head, source) = saved["rows"][row], row.split(":")
     lines.append(f"| {head} | {source} | {r['motion']['test_accuracy']:.3f} | "
                  f"{r['single_frame']['test_accuracy']:.3f} | "
                  f"{r['motion']['train_accuracy']:.3f} |")
@@ -200,29 +202,8 @@ def report(saved: dict) -> str:
   return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> dict:
-  """Makes the clips, encodes them, trains every head on both inputs; returns the saved dict."""
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--clip_workdir", default="/tmp/evt3/clip",
-                      help="CLIP run (configs/clip.py:tiny) whose frozen image tower encodes")
-  parser.add_argument("--train", type=int, default=3072, help="training clips")
-  parser.add_argument("--test", type=int, default=1024, help="test clips")
-  parser.add_argument("--steps", type=int, default=1200, help="optimizer steps per head")
-  parser.add_argument("--rows", default=",".join(ROWS),
-                      help="comma-separated HEAD:INPUT rows to fit (module docstring)")
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--note", action="append", default=[], help="a line for the notes")
-  parser.add_argument("--output", default=RESULTS, help="directory of the JSON and markdown")
-  parser.add_argument("--from_json", action="store_true",
-                      help="only rewrite the markdown from OUTPUT/motion_probe.json")
-  args = parser.parse_args(argv)
-  if args.from_json:
-    with open(os.path.join(args.output, f"{NAME}.json"), encoding="utf-8") as f:
-      saved = json.load(f)
-    text = report(saved)
-    reporting.write_text(os.path.join(args.output, f"{NAME}.md"), text)
-    print(text)
-    return saved
+def probe(args: argparse.Namespace, command: str) -> dict:
+  """Makes the clips, encodes them, fits every row on both inputs; the dict to save."""
   rows = args.rows.split(",")
   bad = [r for r in rows if r.count(":") != 1 or r.split(":")[0] not in HEADS
          or r.split(":")[1] not in INPUTS]
@@ -262,15 +243,39 @@ def main(argv=None) -> dict:
       results[row][kind] = fit(HEADS[head], x[:n], labels[:n], x[n:], labels[n:], args.steps,
                                args.seed)
       print(row, kind, results[row][kind], flush=True)
-  saved = {"component": NAME, "command": reporting.command_line(
-               "experiments/modalities/motion_probe.py", argv),
-           "wall_s": time.time() - start, "clip_workdir": args.clip_workdir, "image_size": size,
-           "num_train": n, "num_test": args.test, "steps": args.steps,
-           "travel_median_px": float(np.median(travel)),
-           "travel_p10_px": float(np.percentile(travel, 10)), **spread, "rows": results,
-           "notes": list(args.note)}
-  os.makedirs(args.output, exist_ok=True)
-  reporting.write_json(os.path.join(args.output, f"{NAME}.json"), saved)
+  return {"component": NAME, "command": command, "wall_s": time.time() - start,
+          "clip_workdir": args.clip_workdir, "image_size": size, "num_train": n,
+          "num_test": args.test, "steps": args.steps,
+          "travel_median_px": float(np.median(travel)),
+          "travel_p10_px": float(np.percentile(travel, 10)), **spread, "rows": results,
+          "notes": list(args.note)}
+
+
+
+def main(argv=None) -> dict:
+  """Runs the probe (or rereads its JSON) and writes the JSON and markdown; the saved dict."""
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--clip_workdir", default="/tmp/evt3/clip",
+                      help="CLIP run (configs/clip.py:tiny) whose frozen image tower encodes")
+  parser.add_argument("--train", type=int, default=3072, help="training clips")
+  parser.add_argument("--test", type=int, default=1024, help="test clips")
+  parser.add_argument("--steps", type=int, default=1200, help="optimizer steps per head")
+  parser.add_argument("--rows", default=",".join(ROWS),
+                      help="comma-separated HEAD:INPUT rows to fit (module docstring)")
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--note", action="append", default=[], help="a line for the notes")
+  parser.add_argument("--output", default=RESULTS, help="directory of the JSON and markdown")
+  parser.add_argument("--from_json", action="store_true",
+                      help="only rewrite the markdown from OUTPUT/motion_probe.json")
+  args = parser.parse_args(argv)
+  json_path = os.path.join(args.output, f"{NAME}.json")
+  if args.from_json:
+    with open(json_path, encoding="utf-8") as f:
+      saved = json.load(f)
+  else:
+    saved = probe(args, reporting.command_line("experiments/modalities/motion_probe.py", argv))
+    os.makedirs(args.output, exist_ok=True)
+    reporting.write_json(json_path, saved)
   text = report(saved)
   reporting.write_text(os.path.join(args.output, f"{NAME}.md"), text)
   print(text)
