@@ -91,8 +91,8 @@ def resampler_model(**overrides) -> ml_collections.ConfigDict:
   # Std of their initialisation (open_flamingo's torch.randn: 1.0; the video presets use it).
   r.time_embed_init_std = 0.02
   # Learned spatial embeddings, one per patch token of a frame (shared by all frames), and the
-  # std of their initialisation; 0: none (the paper's). The video presets set it: see the
-  # resampler's docstring.
+  # std of their initialisation; 0: none (the paper's, and every preset's). Why one may want
+  # them for video: the resampler's docstring and experiments/results/modalities/motion_probe.md.
   r.max_patches = 0
   r.spatial_embed_init_std = 0.02
   # LayerNorm epsilon.
