@@ -4,8 +4,8 @@ language model taken out, into experiments/results/modalities/motion_probe.{json
     python experiments/modalities/motion_probe.py [--clip_workdir /tmp/evt3/clip] \\
         [--train 3072] [--test 1024] [--steps 1200] [--rows flat:tokens,...]
 
-`modalities/video.py` finds the video Flamingo answers every "Which way does X move?" with one
-word. This script asks where along the way the direction is lost. Clips are `shapes_video`'s
+`modalities/video.py` finds the video Flamingo at chance on "Which way does X move?" (at 1000
+steps it gives one answer to every such question). This script asks where along the way the direction is lost. Clips are `shapes_video`'s
 (mmjax/data/shapes_world.py: same scenes, speed and T=4 of S=8 frames at the segment centres)
 with exactly one object moving, so the label (left / right / up / down) needs no question. A
 small head is trained to predict the direction from one of two inputs:
@@ -18,8 +18,9 @@ Heads:
 
   flat                 a per-token linear map, then an MLP over all T x N tokens in grid order:
                        each token's place is known from where it sits (no pooling)
-  resampler            video_tiny's Perceiver resampler (depth 1, 16 latents, time embeddings),
-                       then an MLP over its latents: the way the video Flamingo's LM sees a clip
+  resampler            video_tiny's Perceiver resampler shape (depth 1, 16 latents, 4 heads of
+                       32, time embeddings at std 1.0; FFW x4 where video_tiny has x2), then an
+                       MLP over its latents: the way the video Flamingo's LM sees a clip
   resampler_64x2       the same with Flamingo's 64 latents and 2 layers
   resampler_spatial    the resampler with learned spatial embeddings (resampler.max_patches)
 
