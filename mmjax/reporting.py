@@ -37,6 +37,18 @@ def write_text(path: str, text: str) -> None:
   os.replace(tmp, path)
 
 
+def read_json(path: str) -> Any:
+  """The JSON at `path` (a results file of write_json), for an experiment's --from_json."""
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+def write_report(path: str, text: str) -> None:
+  """An experiment's markdown report at `path`, and the same text on stdout."""
+  write_text(path, text)
+  print(text)
+
+
 def write_json(path: str, obj: Any) -> None:
   """`obj` as indented, key-sorted JSON (stable diffs of committed results) at `path`."""
   write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")

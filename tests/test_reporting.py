@@ -21,6 +21,14 @@ def test_write_json_is_sorted_and_leaves_no_temporary(tmp_path):
   assert path.read_text() == '{\n "a": [\n  1.5\n ],\n "b": 1\n}\n'
   assert json.loads(path.read_text()) == {"a": [1.5], "b": 1}
   assert sorted(p.name for p in path.parent.iterdir()) == ["r.json"]
+  assert reporting.read_json(str(path)) == {"a": [1.5], "b": 1}
+
+
+def test_write_report_writes_the_markdown_and_prints_it(tmp_path, capsys):
+  path = tmp_path / "new" / "r.md"
+  reporting.write_report(str(path), "# Title\n\n| a |\n")
+  assert path.read_text() == "# Title\n\n| a |\n"
+  assert capsys.readouterr().out == "# Title\n\n| a |\n\n"
 
 
 def test_mean_std_is_the_sample_std_and_zero_for_one_value():

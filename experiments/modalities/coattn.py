@@ -214,8 +214,7 @@ def main(argv=None) -> dict:
   json_path = os.path.join(args.output, f"{NAME}.json")
   command = reporting.command_line("experiments/modalities/coattn.py", argv)
   if args.from_json:
-    with open(json_path, encoding="utf-8") as f:
-      saved = json.load(f)
+    saved = reporting.read_json(json_path)
   else:
     start = time.time()
     encoders = [e for e in args.encoders.split(",") if e]
@@ -277,11 +276,8 @@ def main(argv=None) -> dict:
                                       "from a ViT trained from scratch with the encoder") +
                        "; text-only baseline = the same VQA config and pre-trained weights "
                        "fine-tuned with model.blind=True (every image zeroed) for the same steps.")}
-    os.makedirs(args.output, exist_ok=True)
     reporting.write_json(json_path, saved)
-  text = report(saved)
-  reporting.write_text(os.path.join(args.output, f"{NAME}.md"), text)
-  print(text)
+  reporting.write_report(os.path.join(args.output, f"{NAME}.md"), report(saved))
   return saved
 
 

@@ -32,7 +32,6 @@ single-frame twin is read from motion. Chance is 0.25.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -87,14 +86,18 @@ def pixel_patches(clips: np.ndarray, patch: int) -> np.ndarray:
   return x.reshape(b, t, (h // patch) * (w // patch), patch * patch * c)
 
 
-def tower_tokens(clip_workdir: str, clips: np.ndarray, batch: int = 256) -> np.ndarray:
-  """[B, T, N, D] final-normed patch tokens of the CLIP run's image tower, frame by frame."""
-  config = restore.load_run_config(clip_workdir)
+def tower_encoder(config, clip_workdir: str):
+  """Jitted images [B, H, W, 3] -> final-normed patch tokens [B, N, D] of the image tower of the
+  CLIP run (`config`: its run config) in `clip_workdir`."""
   params, _ = restore.load_params(clip_workdir)
   model = config.model
   vit = vit_lib.ViT(**two_tower.tower_kwargs(model.vision, model.embed_dim,
                                              two_tower.common_kwargs(model)))
-  encode = jax.jit(lambda x: vit.apply({"params": params["image"]}, x)[1])
+  return jax.jit(lambda x: vit.apply({"params": params["image"]}, x)[1])
+
+
+def tower_tokens(encode, clips: np.ndarray, batch: int = 256) -> np.ndarray:
+  """[B, T, N, D] tokens of `encode` (tower_encoder), frame by frame."""
   b, t = clips.shape[:2]
   flat = clips.reshape(b * t, *clips.shape[2:])
   out = np.concatenate([np.asarray(encode(flat[i:i + batch]))
@@ -223,11 +226,13 @@ def probe(args: argparse.Namespace, command: str) -> dict:
   single = np.stack([frames_lib.middle_frame_clip(c) for c in clips])
   patch = int(config.model.vision.patch_size)
   inputs = {"tokens": {}, "pixels": {}}
+  encode = (tower_encoder(config, args.clip_workdir) if any(r.endswith(":tokens") for r in rows)
+            else None)
   for kind, x in (("motion", clips), ("single_frame", single)):
     inputs["pixels"][kind] = pixel_patches(x, patch)
-    if any(r.endswith(":tokens") for r in rows):
+    if encode is not None:
       print(f"encoding {len(x)} {kind} clips", flush=True)
-      inputs["tokens"][kind] = tower_tokens(args.clip_workdir, x)
+      inputs["tokens"][kind] = tower_tokens(encode, x)
   spread = {}
   if inputs["tokens"]:
     # Where the tokens vary: between the patches of one frame (what pooling must keep) against
@@ -271,15 +276,11 @@ def main(argv=None) -> dict:
   args = parser.parse_args(argv)
   json_path = os.path.join(args.output, f"{NAME}.json")
   if args.from_json:
-    with open(json_path, encoding="utf-8") as f:
-      saved = json.load(f)
+    saved = reporting.read_json(json_path)
   else:
     saved = probe(args, reporting.command_line("experiments/modalities/motion_probe.py", argv))
-    os.makedirs(args.output, exist_ok=True)
     reporting.write_json(json_path, saved)
-  text = report(saved)
-  reporting.write_text(os.path.join(args.output, f"{NAME}.md"), text)
-  print(text)
+  reporting.write_report(os.path.join(args.output, f"{NAME}.md"), report(saved))
   return saved
 
 

@@ -20,7 +20,6 @@ model should beat its single-frame self on them.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -135,8 +134,7 @@ def main(argv=None) -> dict:
   json_path = os.path.join(args.output, f"{NAME}.json")
   command = reporting.command_line("experiments/modalities/video.py", argv)
   if args.from_json:
-    with open(json_path, encoding="utf-8") as f:
-      saved = json.load(f)
+    saved = reporting.read_json(json_path)
   else:
     start = time.time()
     overrides = [f"total_steps={args.steps}"] + list(args.set)
@@ -162,11 +160,8 @@ def main(argv=None) -> dict:
     saved = {"component": NAME, "command": command, "wall_s": time.time() - start,
              "train_s": train_s, "step": step, "model": model,
              "rows": rows_of(results, model), "results": results, "notes": list(args.note)}
-    os.makedirs(args.output, exist_ok=True)
     reporting.write_json(json_path, saved)
-  text = report(saved)
-  reporting.write_text(os.path.join(args.output, f"{NAME}.md"), text)
-  print(text)
+  reporting.write_report(os.path.join(args.output, f"{NAME}.md"), report(saved))
   return saved
 
 

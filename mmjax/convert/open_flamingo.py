@@ -58,9 +58,16 @@ def _attention(ours: str, theirs: str, heads: int) -> list[Rule]:
           + T.out_projection(f"{ours}/out", f"{theirs}.to_out.weight", None, heads))
 
 
-def _get(cfg: Any, key: str) -> Any:
-  """A field of a config dataclass, dict or ConfigDict."""
-  return cfg[key] if isinstance(cfg, Mapping) or hasattr(cfg, "to_dict") else getattr(cfg, key)
+_REQUIRED = object()
+
+
+def _get(cfg: Any, key: str, default: Any = _REQUIRED) -> Any:
+  """A field of a config dataclass, dict or ConfigDict; `default` when given and it is absent
+  (a field added since the config was saved)."""
+  mapping = isinstance(cfg, Mapping) or hasattr(cfg, "to_dict")
+  if default is _REQUIRED:
+    return cfg[key] if mapping else getattr(cfg, key)
+  return cfg.get(key, default) if mapping else getattr(cfg, key, default)
 
 
 def _check_activation(activation: str, where: str) -> None:
@@ -73,8 +80,7 @@ def resampler_rules(ours: str, theirs: str, cfg: Any) -> list[Rule]:
   """PerceiverResampler (keys under `theirs`, e.g. 'perceiver.') <-> our resampler (`ours`)."""
   _check_activation(_get(cfg, "activation"), "resampler")
   # Configs saved before the field existed have no spatial embeddings either.
-  spatial = (cfg.get("max_patches", 0) if isinstance(cfg, Mapping) or hasattr(cfg, "to_dict")
-             else getattr(cfg, "max_patches", 0))
+  spatial = _get(cfg, "max_patches", 0)
   if spatial:
     raise ValueError(f"resampler.max_patches={spatial}: open_flamingo's PerceiverResampler has "
                      "no spatial embeddings; set it to 0")
