@@ -194,14 +194,17 @@ def stage2_evals(use_text: bool, size: str) -> ml_collections.ConfigDict:
 # ---- Stage 3: Flamingo ---------------------------------------------------------------------
 
 def stage3_config(scale: str, seed: int, steps: int, stage_dirs: dict[str, str],
-                  interleaved: str = "episodes") -> ml_collections.ConfigDict:
+                  interleaved: str = "episodes", row: fa.Row = fa.ROWS[0],
+                  gate_init: float = 0.0) -> ml_collections.ConfigDict:
   """flamingo_ablations' baseline (mixture, frozen towers, init_from stages 1-2) with the
   interleaved slot's kind and a KV cache long enough for 32-shot prompts. smollm2: the same
-  mixture on configs/flamingo.py:smollm2 (its own depth and every-3rd-layer gated blocks)."""
+  mixture on configs/flamingo.py:smollm2 (its own depth and every-3rd-layer gated blocks).
+  `row`: another flamingo_ablations row's changes instead (recipe_grounding.py's arms;
+  `stage_dirs` must name its tower). `gate_init`: the tanh gates' initial alpha (0: the
+  paper's; see experiments/results/recipe_grounding.md)."""
   if interleaved not in ("episodes", "documents"):
     raise ValueError(f"--interleaved must be 'episodes' or 'documents', got {interleaved!r}")
-  over = fa.flamingo_overrides(_base_scale(scale), fa.ROWS[0], seed, steps,
-                               {"clip": stage_dirs["clip"], "lm": stage_dirs["lm"]})
+  over = fa.flamingo_overrides(_base_scale(scale), row, seed, steps, stage_dirs)
   if scale == "smollm2":
     over = [o for o in over if not o.startswith(("model.lm.depth=",
                                                  "model.xattn.cross_attn_every_n="))]
@@ -209,6 +212,8 @@ def stage3_config(scale: str, seed: int, steps: int, stage_dirs: dict[str, str],
   else:
     over += [f"model.lm.max_len={FEWSHOT_MAX_LEN}"]
   over += [f"data.interleaved_kind={interleaved}"]
+  if gate_init:
+    over += [f"model.xattn.gate_init={gate_init}"]
   return _without_evals(_load(f"configs/flamingo.py:{scale}", over))
 
 
@@ -300,7 +305,9 @@ def report(saved: dict[str, Any]) -> str:
       continue
     table = fewshot_table(runs)
     shots_cols = sorted({s for row in table.values() for s in row} | set(SHOTS))
-    lines += [f"## {title} ({len(runs)} seed(s), interleaved = {saved.get('interleaved')})", "",
+    gate = f", tanh gates from alpha = {saved['gate_init']:g}" if saved.get("gate_init") else ""
+    lines += [f"## {title} ({len(runs)} seed(s), interleaved = {saved.get('interleaved')}{gate})",
+              "",
               "Few-shot, random demonstrations from the training split, the shapes training "
               "formats; mean ± std over training seeds. CIDEr for captioning, VQA accuracy "
               "for questions. 'heldout' = colour-shape pairs never seen in training.", "",
@@ -342,6 +349,9 @@ def main(argv=None) -> int:
   parser.add_argument("--clip_steps", type=int, default=500)
   parser.add_argument("--lm_steps", type=int, default=500)
   parser.add_argument("--steps", type=int, default=300, help="stage-3 steps per seed")
+  parser.add_argument("--gate_init", type=float, default=0.0,
+                      help="stage 3's initial tanh-gate alpha (0: the paper's; at these batch "
+                      "sizes the gates then stay closed, results/recipe_grounding.md)")
   parser.add_argument("--offline_data", default="auto", choices=("auto", "yes", "no"),
                       help="emoji / tuxpaint / Fashion-MNIST / text ('auto': if installed)")
   parser.add_argument("--max_examples", type=int, default=None,
@@ -360,7 +370,8 @@ def main(argv=None) -> int:
     with open(json_path, encoding="utf-8") as f:
       saved = json.load(f)
   if not args.from_json:
-    saved.update(command=command, interleaved=args.interleaved, scale=args.scale)
+    saved.update(command=command, interleaved=args.interleaved, scale=args.scale,
+                 gate_init=args.gate_init)
     start = time.time()
 
     def checkpoint_results():
@@ -398,9 +409,11 @@ def main(argv=None) -> int:
     for seed in seeds:
       if seed not in done:
         print(f"stage 3: seed {seed}", flush=True)
-        workdir = os.path.join(args.workdir, f"flamingo_{args.interleaved}_seed{seed}")
+        gate = f"_gate{args.gate_init:g}" if args.gate_init else ""  # a run of its own
+        workdir = os.path.join(args.workdir, f"flamingo_{args.interleaved}{gate}_seed{seed}")
         done[seed] = {"seed": seed, **run_stage(
-            stage3_config(args.scale, seed, args.steps, dirs, args.interleaved), workdir,
+            stage3_config(args.scale, seed, args.steps, dirs, args.interleaved,
+                          gate_init=args.gate_init), workdir,
             stage3_evals(seed, args.eval_size))}
         saved[key] = runs + [done[s] for s in seeds if s in done]
         checkpoint_results()

@@ -40,6 +40,15 @@ def caption_scores(predictions: Mapping[Any, str],
   return {"cider": float(cider), "bleu4": float(bleu[3]), "bleu1": float(bleu[0])}
 
 
+def distinct_fraction(captions: Sequence[str]) -> float:
+  """Distinct captions over captions (after `tokenize`): 1.0 when every image gets its own
+  caption, 1/N when a model writes one sentence for every image (a collapse CIDEr alone hides,
+  since one generic sentence still scores against generic references)."""
+  if not captions:
+    raise ValueError("distinct_fraction needs at least one caption")
+  return len({tokenize(c) for c in captions}) / len(captions)
+
+
 def unigram_caption(captions: Sequence[str]) -> str:
   """The most frequent words, most frequent first, as many as the median caption has."""
   words = [tokenize(c).split() for c in captions]
@@ -96,6 +105,7 @@ class CaptioningEvaluator:
     preds = generate_captions(self.context, params, imgs, *args)
     results = {f"{self.name}/{k}": v
                for k, v in caption_scores(dict(enumerate(preds)), refs).items()}
+    results[f"{self.name}/distinct"] = distinct_fraction(preds)
     results[f"{self.name}/example"] = f"{preds[0]!r} (reference: {refs[0][0]!r})"
     if cfg.get("baselines", False):
       train = common.load_records(data, "train", cfg.get("num_train_records", 512),
@@ -106,4 +116,5 @@ class CaptioningEvaluator:
       blank = generate_captions(self.context, params, np.zeros_like(imgs), *args)
       for k, v in caption_scores(dict(enumerate(blank)), refs).items():
         results[f"{self.name}/baseline_no_image_{k}"] = v
+      results[f"{self.name}/baseline_no_image_distinct"] = distinct_fraction(blank)
     return results

@@ -55,6 +55,10 @@ class XAttnConfig:
     gating: 'tanh' (the paper: residual branches scaled by tanh of a zero-initialised gate, so
       the model starts as the bare LM) or 'none' (branches added ungated: Table 3's "w/o tanh
       gating" ablation, which perturbs the frozen LM from the first step).
+    gate_init: the initial alpha of both tanh gates. 0 (the paper): the model starts as the
+      bare LM, but alpha = 0 is a saddle: the branch's weights get gradients scaled by
+      tanh(alpha) whose sign flips with alpha's, so at small batches (noisy alpha gradients)
+      neither moves (experiments/results/recipe_grounding.md).
   """
   num_heads: int = 8
   head_dim: int = 64
@@ -65,6 +69,7 @@ class XAttnConfig:
   cross_attn_layers: tuple[int, ...] = ()
   norm_eps: float = 1e-5
   gating: str = "tanh"
+  gate_init: float = 0.0
 
   def __post_init__(self):
     if self.gating not in GATINGS:
@@ -171,7 +176,7 @@ class GatedCrossAttentionBlock(nn.Module):
                ) -> tuple[Array, Optional[dict]]:
     c = self.config
     if c.gating == "tanh":
-      gate_init = layers.with_axes(nn.initializers.zeros, None)
+      gate_init = layers.with_axes(nn.initializers.constant(c.gate_init), None)
       # Shape [1] like open_flamingo's nn.Parameter(torch.tensor([0.0])).
       attn_gate = jnp.tanh(self.param("attn_gate", gate_init, (1,), self.param_dtype))
       ff_gate = jnp.tanh(self.param("ff_gate", gate_init, (1,), self.param_dtype))

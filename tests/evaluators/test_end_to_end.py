@@ -48,7 +48,8 @@ def test_flamingo_suite_and_api(data_dir, tmp_path):
   assert r["step"] == 2
   _in_unit(r, ["vqa/accuracy", "vqa/baseline_most_frequent", "vqa/baseline_no_image",
                "multiple_choice/accuracy", "multiple_choice/baseline_chance",
-               "captioning/bleu4", "probe_shape/accuracy", "fewshot_vqa_rices/2shot_accuracy"])
+               "captioning/bleu4", "captioning/distinct", "probe_shape/accuracy",
+               "fewshot_vqa_rices/2shot_accuracy"])
   assert r["captioning/cider"] >= 0 and r["captioning/baseline_unigram_cider"] >= 0
   # Multiple choice over shapes' option sets: chance is the mean of 1/#options, in [1/8, 1/2].
   assert 1 / 8 <= r["multiple_choice/baseline_chance"] <= 1 / 2

@@ -44,6 +44,11 @@ def test_bleu_and_cider_with_pycocoevalcap_on_known_samples():
                                    refs)["cider"] == pytest.approx(5.0)
   assert captioning.tokenize("A Red, circle.") == "a red circle"
   assert captioning.unigram_caption(["a red b", "a red", "a x"]) == "a red"
+  # Case and punctuation do not make a caption distinct; a collapsed model scores 1/N.
+  assert captioning.distinct_fraction(["A red circle.", "a red circle", "a blue star"]) == 2 / 3
+  assert captioning.distinct_fraction(["same"] * 4) == 0.25
+  with pytest.raises(ValueError, match="at least one"):
+    captioning.distinct_fraction([])
 
 
 def test_recall_at_k_hand_checked():

@@ -67,6 +67,9 @@ def test_stage3_is_the_recipe():
       "documents"
   with pytest.raises(ValueError, match="--interleaved"):
     recipe.stage3_config("micro", 0, 10, DIRS, "papers")
+  # The paper's closed gates by default; --gate_init starts them off zero.
+  assert config.model.xattn.gate_init == 0.0
+  assert recipe.stage3_config("micro", 0, 10, DIRS, gate_init=0.1).model.xattn.gate_init == 0.1
 
 
 def test_smollm2_scale_uses_smollm2():

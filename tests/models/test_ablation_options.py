@@ -55,6 +55,23 @@ def test_ungated_xattn_has_no_gates_and_equals_fully_open_tanh_gates():
   assert not np.allclose(logits(ungated, p_ungated), logits(gated, p_gated), atol=1e-4)
 
 
+def test_gate_init_sets_every_gate_and_zero_is_the_bare_lm():
+  batch = _batch()
+  fam = _family("xattn.gate_init=0.25")
+  params = nn.unbox(jax.jit(fam.init)(jax.random.key(0), batch)["params"])
+  gates = [x for p, x in jax.tree_util.tree_leaves_with_path(params)
+           if "_gate" in jax.tree_util.keystr(p)]
+  assert gates and all(np.all(np.asarray(g) == 0.25) for g in gates)
+  # The same weights with the gates zeroed are the default init, the bare LM.
+  zeroed = jax.tree_util.tree_map_with_path(
+      lambda p, x: jnp.zeros_like(x) if "_gate" in jax.tree_util.keystr(p) else x, params)
+  default = _family()
+  assert jax.tree_util.tree_all(jax.tree_util.tree_map(
+      np.array_equal, zeroed, nn.unbox(jax.jit(default.init)(jax.random.key(0), batch)["params"])))
+  logits = lambda p: jax.jit(fam.predict_logits)(p, batch)  # noqa: E731
+  assert not np.allclose(logits(params), logits(zeroed), atol=1e-4)
+
+
 def test_bad_gating_names_the_field():
   with pytest.raises(ValueError, match="xattn.gating"):
     _family("xattn.gating=sigmoid")
