@@ -155,7 +155,7 @@ def report(saved: dict[str, Any]) -> str:
            "the runs in this file).", "",
            "Each arm: stage 3 of experiments/recipe.py with one change (the docstring of "
            "experiments/recipe_grounding.py), "
-           "trained for the table's steps, evaluated on {saved.get('eval_examples', '?')} "
+           f"trained for the table's steps, evaluated on {saved.get('eval_examples', '?')} "
            "unseen scenes beside the same model with blank images. 'distinct': distinct "
            "captions over captions (1/N: one sentence for every image). Gates: tanh(alpha) of "
            "the cross-attention / FFW branches, min-max over the gated blocks. Grad RMS: the "

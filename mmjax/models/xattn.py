@@ -56,9 +56,10 @@ class XAttnConfig:
       the model starts as the bare LM) or 'none' (branches added ungated: Table 3's "w/o tanh
       gating" ablation, which perturbs the frozen LM from the first step).
     gate_init: the initial alpha of both tanh gates. 0 (the paper): the model starts as the
-      bare LM, but alpha = 0 is a saddle: the branch's weights get gradients scaled by
-      tanh(alpha) whose sign flips with alpha's, so at small batches (noisy alpha gradients)
-      neither moves (experiments/results/recipe_grounding.md).
+      bare LM. But there the branch's weights get no gradient (it is scaled by tanh(alpha)),
+      and alpha's comes only from the branch's random initial output, mostly noise at small
+      batches; with a frozen LM the cross-attention gates can then stay closed for thousands
+      of steps (experiments/results/recipe_grounding.md).
   """
   num_heads: int = 8
   head_dim: int = 64
