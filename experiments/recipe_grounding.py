@@ -8,8 +8,9 @@ experiments/results/recipe_grounding.{json,md}.
 
 recipe.md's stage 3 (frozen stage-1 tower, frozen stage-2 LM, the four-task mixture) captions
 every held-out image with the same sentence, while experiments/evaluate_tiny.py's Flamingo
-(the same tower frozen, the LM trained from scratch, captions + VQA only) reads the image. The
-two differ in three things at once; each arm below changes one of them (or two, as a control):
+(a tower frozen, the LM trained from scratch, captions + VQA only, 3000 steps) reads the
+image. The two differ in several things at once; each arm below changes one of them (or two, as
+a control), or the gates (results/recipe_grounding.md: they are the cause):
 
   baseline           recipe.py's stage 3: mixture of episodes, captions, VQA and video QA
                      (each a quarter of every batch), frozen pretrained LM, 500-step tower
