@@ -4,6 +4,8 @@ into experiments/results/recipe.{json,md}.
     python experiments/recipe.py --scale tiny --seeds 0,1,2 [--workdir /tmp/mmjax_recipe]
     python experiments/recipe.py --scale smollm2 --seeds 0      # the real pretrained LM (hours)
     python experiments/recipe.py --from_json                    # rewrite the markdown only
+    python experiments/recipe.py --steps 1000 --gate_init 0.1 --name recipe_gate_init
+                                  # stage 3 with the tanh gates off zero (recipe_grounding.py)
 
   stage 1  the vision tower: CLIP (Radford et al. 2021; `--stage1 siglip`: SigLIP, Zhai et al.
            2023; `--stage1 lit`: LiT, Zhai et al. 2022, with the text side locked: the
