@@ -127,8 +127,8 @@ def xattn_model(**overrides) -> ml_collections.ConfigDict:
   # 'tanh': zero-initialised tanh gates (the paper); 'none': ungated (Table 3 ablation).
   x.gating = "tanh"
   # Initial alpha of the tanh gates: 0, the paper's (the model starts as the bare LM). At
-  # small batches a frozen LM's cross-attention gates can stay closed from 0 for thousands
-  # of steps; a small value starts the branch learning (experiments/results/recipe_grounding.md).
+  # small batches a frozen LM's cross-attention gates can stay closed from 0 for over a
+  # thousand steps; a small value starts the branch learning (experiments/results/recipe_grounding.md).
   x.gate_init = 0.0
   x.update(overrides)
   return x

@@ -352,8 +352,8 @@ def main(argv=None) -> int:
   parser.add_argument("--lm_steps", type=int, default=500)
   parser.add_argument("--steps", type=int, default=300, help="stage-3 steps per seed")
   parser.add_argument("--gate_init", type=float, default=0.0,
-                      help="stage 3's initial tanh-gate alpha (0: the paper's; at these batch "
-                      "sizes the gates then stay closed, results/recipe_grounding.md)")
+                      help="stage 3's initial tanh-gate alpha (0: the paper's, whose gates stay "
+                      "closed at these batch sizes, results/recipe_grounding.md)")
   parser.add_argument("--offline_data", default="auto", choices=("auto", "yes", "no"),
                       help="emoji / tuxpaint / Fashion-MNIST / text ('auto': if installed)")
   parser.add_argument("--max_examples", type=int, default=None,

@@ -58,8 +58,8 @@ class XAttnConfig:
     gate_init: the initial alpha of both tanh gates. 0 (the paper): the model starts as the
       bare LM. But there the branch's weights get no gradient (it is scaled by tanh(alpha)),
       and alpha's comes only from the branch's random initial output, mostly noise at small
-      batches; with a frozen LM the cross-attention gates can then stay closed for thousands
-      of steps (experiments/results/recipe_grounding.md).
+      batches; with a frozen LM the cross-attention gates can then stay closed for over a
+      thousand steps (experiments/results/recipe_grounding.md).
   """
   num_heads: int = 8
   head_dim: int = 64
