@@ -46,7 +46,6 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 
 EXPERIMENTS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(EXPERIMENTS)
@@ -94,9 +93,8 @@ def arm_evals(num_examples: int) -> ml_collections.ConfigDict:
 def gates(params: Any) -> dict[str, list[float]]:
   """tanh of every gated block's `attn_gate` / `ff_gate` (one per block, in path order)."""
   out: dict[str, list[float]] = {"attn_gate": [], "ff_gate": []}
-  leaves = [(path_str(p), leaf) for p, leaf in jax.tree_util.tree_leaves_with_path(params)]
-  for path, leaf in sorted(leaves, key=lambda pl: pl[0]):
-    name = path.rsplit("/", 1)[-1]
+  for p, leaf in jax.tree_util.tree_leaves_with_path(params):
+    name = path_str(p).rsplit("/", 1)[-1]
     if name in out:
       out[name] += [float(v) for v in np.tanh(np.asarray(leaf, np.float64)).ravel()]
   return out
@@ -112,13 +110,11 @@ def gradient_rms(workdir: str, step: int, eps: float) -> dict[str, float]:
   blocks' cross-attention and FFW kernels at checkpoint `step`, and the share of entries below
   `eps`, where Adam's update nu-normalises no more: m / (sqrt(nu) + eps) shrinks with the
   gradient instead of keeping its size."""
-  path = os.path.join(checkpoint.checkpoint_dir(workdir), str(step), checkpoint.OPT_STATE)
-  # Onto one local device, from the saved shapes (a bare restore would guess shardings).
-  meta = ocp.PyTreeCheckpointer().metadata(path)
-  meta = getattr(getattr(meta, "item_metadata", meta), "tree", meta)
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  state = ocp.StandardCheckpointer().restore(path, jax.tree_util.tree_map(
-      lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=device), meta))
+  ckpt = checkpoint.Checkpointer(checkpoint.checkpoint_dir(workdir), async_save=False)
+  try:
+    state = ckpt.restore_item(checkpoint.OPT_STATE, step)
+  finally:
+    ckpt.close()
   rms: dict[str, list[np.ndarray]] = {k: [] for k in _NU}
   for p, leaf in jax.tree_util.tree_leaves_with_path(state):
     for kind, pattern in _NU.items():
@@ -127,7 +123,7 @@ def gradient_rms(workdir: str, step: int, eps: float) -> dict[str, float]:
   out = {}
   for kind, parts in rms.items():
     if not parts:
-      raise ValueError(f"{path}: no Adam second moments of the gated blocks' {kind} kernels")
+      raise ValueError(f"{workdir} step {step}: no Adam second moments of the gated blocks' {kind} kernels")
     values = np.concatenate(parts)
     out[f"{kind}_grad_rms"] = float(np.median(values))
     out[f"{kind}_below_eps"] = float(np.mean(values < eps))

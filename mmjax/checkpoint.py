@@ -151,7 +151,7 @@ class Checkpointer:
     """Raises `CheckpointMismatchError` naming the first parameter whose path, shape or dtype
     differs between checkpoint `step` and `abstract_params` (a tree of shapes)."""
     saved = {paths.path_str(p): (tuple(m.shape), np.dtype(m.dtype))
-             for p, m in jax.tree_util.tree_leaves_with_path(self._params_metadata(step))}
+             for p, m in jax.tree_util.tree_leaves_with_path(self._metadata(step, PARAMS))}
     wanted = {paths.path_str(p): (tuple(x.shape), np.dtype(x.dtype))
               for p, x in jax.tree_util.tree_leaves_with_path(abstract_params)}
     where = f"checkpoint step {step} in {self.directory}"
@@ -170,9 +170,9 @@ class Checkpointer:
             f"{saved[name][0]} {saved[name][1]} there but {wanted[name][0]} {wanted[name][1]} "
             "in this model. Use a new --workdir for a different model.")
 
-  def _params_metadata(self, step: int) -> Any:
-    """The saved parameter tree with an ArrayMetadata (shape, dtype) per leaf."""
-    metadata = ocp.PyTreeCheckpointer().metadata(self._step_path(step, PARAMS))
+  def _metadata(self, step: int, item: str) -> Any:
+    """The saved tree of `item` with an ArrayMetadata (shape, dtype) per leaf."""
+    metadata = ocp.PyTreeCheckpointer().metadata(self._step_path(step, item))
     metadata = getattr(metadata, "item_metadata", metadata)
     return getattr(metadata, "tree", metadata)
 
@@ -219,14 +219,23 @@ class Checkpointer:
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
     if abstract_params is None:
-      # Onto one local device, whatever mesh or process count saved it (the saved sharding
-      # may name devices this process does not have).
-      device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-      abstract_params = jax.tree_util.tree_map(
-          lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=device),
-          self._params_metadata(step))
+      return self.restore_item(PARAMS, step)
     args = ocp.args.Composite(**{PARAMS: ocp.args.StandardRestore(abstract_params)})
     return self.manager.restore(step, args=args)[PARAMS]
+
+  def restore_item(self, item: str, step: Optional[int] = None) -> Any:
+    """One saved array item (PARAMS, OPT_STATE) of `step` (default: the newest), onto one local
+    device whatever mesh or process count saved it (the saved sharding may name devices this
+    process does not have): for evaluation, conversion and diagnostics."""
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {self.directory}")
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree_util.tree_map(
+        lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=device),
+        self._metadata(step, item))
+    args = ocp.args.Composite(**{item: ocp.args.StandardRestore(abstract)})
+    return self.manager.restore(step, args=args)[item]
 
   def close(self) -> None:
     """Waits for pending saves and releases the manager."""
