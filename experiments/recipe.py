@@ -6,6 +6,8 @@ into experiments/results/recipe.{json,md}.
     python experiments/recipe.py --from_json                    # rewrite the markdown only
     python experiments/recipe.py --steps 1000 --gate_init 0.1 --name recipe_gate_init
                                   # stage 3 with the tanh gates off zero (recipe_grounding.py)
+    python experiments/recipe.py --steps 1000 --gate_init 0.1 --shots 8 --text_length 160 \
+        --name recipe_long_episodes   # 8-shot training episodes whose rows hold them whole
 
   stage 1  the vision tower: CLIP (Radford et al. 2021; `--stage1 siglip`: SigLIP, Zhai et al.
            2023; `--stage1 lit`: LiT, Zhai et al. 2022, with the text side locked: the
@@ -70,6 +72,9 @@ VIDEO_QA_EVAL: dict[str, dict[str, Any]] = {
 # The KV-cache bound of stage 3: a 32-shot prompt of shapes captions / questions (33 images and
 # their text) is about 500 tokens; rotary positions, so no parameter depends on it.
 FEWSHOT_MAX_LEN = 640
+# Stage 3's training episodes by default (flamingo_ablations' rows): 4 supports, of which the
+# 4 media slots hold the query and the 3 nearest, in 64-token rows (--shots, --text_length).
+TRAIN_SHOTS, TEXT_LENGTH = 4, fa.COMMON["text_length"]
 
 
 def _load(spec: str, overrides: Sequence[str]) -> ml_collections.ConfigDict:
@@ -129,10 +134,11 @@ def stage1_evals(offline: bool, size: str) -> ml_collections.ConfigDict:
 
 # ---- Stage 2: the language model -----------------------------------------------------------
 
-def stage2_config(scale: str, steps: int, use_text: bool, max_examples: int | None = None
-                  ) -> ml_collections.ConfigDict:
+def stage2_config(scale: str, steps: int, use_text: bool, max_examples: int | None = None,
+                  text_length: int = TEXT_LENGTH) -> ml_collections.ConfigDict:
   """Our small LM shaped like the Flamingo preset's, on `text` + the text of every shapes
-  dataset (flamingo_ablations.lm_overrides without `text` when it is not installed)."""
+  dataset (flamingo_ablations.lm_overrides without `text` when it is not installed), in rows
+  of `text_length` tokens (stage 3's, so that its rotary positions were trained)."""
   if scale == "smollm2":
     raise ValueError("--scale smollm2 does not train stage 2: its LM is SmolLM2 from the GGUF")
   spec, over = fa.lm_overrides(scale, steps)
@@ -141,6 +147,7 @@ def stage2_config(scale: str, steps: int, use_text: bool, max_examples: int | No
              "data.weights=(1.0,1.0,1.0,1.0)"]
   if max_examples:
     over.append(f"data.max_examples={max_examples}")
+  over.append(f"data.text_length={text_length}")
   return _without_evals(_load(spec, over))
 
 
@@ -197,13 +204,16 @@ def stage2_evals(use_text: bool, size: str) -> ml_collections.ConfigDict:
 
 def stage3_config(scale: str, seed: int, steps: int, stage_dirs: dict[str, str],
                   interleaved: str = "episodes", row: fa.Row = fa.ROWS[0],
-                  gate_init: float = 0.0) -> ml_collections.ConfigDict:
+                  gate_init: float = 0.0, shots: int = TRAIN_SHOTS,
+                  text_length: int = TEXT_LENGTH) -> ml_collections.ConfigDict:
   """flamingo_ablations' baseline (mixture, frozen towers, init_from stages 1-2) with the
   interleaved slot's kind and a KV cache long enough for 32-shot prompts. smollm2: the same
   mixture on configs/flamingo.py:smollm2 (its own depth and every-3rd-layer gated blocks).
   `row`: another flamingo_ablations row's changes instead (recipe_grounding.py's arms;
   `stage_dirs` must name its tower). `gate_init`: the tanh gates' initial alpha (0: the
-  paper's; see experiments/results/recipe_grounding.md)."""
+  paper's; see experiments/results/recipe_grounding.md). `shots`: support examples per
+  training episode (rows hold them all and the query: max_media = shots + 1); `text_length`:
+  tokens per training row (the few-shot prompts at SHOTS run far longer)."""
   if interleaved not in ("episodes", "documents"):
     raise ValueError(f"--interleaved must be 'episodes' or 'documents', got {interleaved!r}")
   over = fa.flamingo_overrides(_base_scale(scale), row, seed, steps, stage_dirs)
@@ -214,6 +224,11 @@ def stage3_config(scale: str, seed: int, steps: int, stage_dirs: dict[str, str],
   else:
     over += [f"model.lm.max_len={FEWSHOT_MAX_LEN}"]
   over += [f"data.interleaved_kind={interleaved}"]
+  if interleaved == "episodes" and (shots, text_length) != (TRAIN_SHOTS, TEXT_LENGTH):
+    over += [f"data.shots={shots}", f"data.max_media={shots + 1}",
+             f"data.text_length={text_length}"]
+  elif text_length != TEXT_LENGTH:
+    over += [f"data.text_length={text_length}"]
   if gate_init:
     over += [f"model.xattn.gate_init={gate_init}"]
   return _without_evals(_load(f"configs/flamingo.py:{scale}", over))
@@ -308,6 +323,10 @@ def report(saved: dict[str, Any]) -> str:
     table = fewshot_table(runs)
     shots_cols = sorted({s for row in table.values() for s in row} | set(SHOTS))
     gate = f", tanh gates from alpha = {saved['gate_init']:g}" if saved.get("gate_init") else ""
+    if saved.get("text_length", TEXT_LENGTH) != TEXT_LENGTH or saved.get(
+        "shots", TRAIN_SHOTS) != TRAIN_SHOTS:
+      gate += (f", {saved['shots']}-shot training episodes in {saved['text_length']}-token "
+               "rows")
     lines += [f"## {title} ({len(runs)} seed(s), interleaved = {saved.get('interleaved')}{gate})",
               "",
               "Few-shot, random demonstrations from the training split, the shapes training "
@@ -354,6 +373,11 @@ def main(argv=None) -> int:
   parser.add_argument("--gate_init", type=float, default=0.0,
                       help="stage 3's initial tanh-gate alpha (0: the paper's, whose gates stay "
                       "closed at these batch sizes, results/recipe_grounding.md)")
+  parser.add_argument("--shots", type=int, default=TRAIN_SHOTS,
+                      help="supports per stage-3 training episode (the rows then hold shots + 1 "
+                      "media)")
+  parser.add_argument("--text_length", type=int, default=TEXT_LENGTH,
+                      help="tokens per training row in stages 2 and 3")
   parser.add_argument("--offline_data", default="auto", choices=("auto", "yes", "no"),
                       help="emoji / tuxpaint / Fashion-MNIST / text ('auto': if installed)")
   parser.add_argument("--max_examples", type=int, default=None,
@@ -373,7 +397,7 @@ def main(argv=None) -> int:
       saved = json.load(f)
   if not args.from_json:
     saved.update(command=command, interleaved=args.interleaved, scale=args.scale,
-                 gate_init=args.gate_init)
+                 gate_init=args.gate_init, shots=args.shots, text_length=args.text_length)
     start = time.time()
 
     def checkpoint_results():
@@ -385,8 +409,13 @@ def main(argv=None) -> int:
     offline = {"yes": True, "no": False}.get(args.offline_data)
     if offline is None:
       offline = ca.offline_data_available(None)
+    # Runs of their own (never resumed under another shape): the LM per row length, stage 3
+    # per gate init, episode size and row length.
+    length = f"_len{args.text_length}" if args.text_length != TEXT_LENGTH else ""
+    episode = f"_k{args.shots}" if args.shots != TRAIN_SHOTS else ""
     dirs = {"clip": os.path.join(args.workdir, args.stage1),
-            "lm": os.path.join(args.workdir, "lm_smollm2" if args.scale == "smollm2" else "lm")}
+            "lm": os.path.join(args.workdir,
+                               "lm_smollm2" if args.scale == "smollm2" else f"lm{length}")}
     print(f"stage 1: {args.stage1}", flush=True)
     saved.setdefault("stage1", {})[args.stage1] = run_stage(
         stage1_config(args.scale, args.stage1, args.clip_steps, offline, args.max_examples),
@@ -402,7 +431,8 @@ def main(argv=None) -> int:
           config, dirs["lm"], stage2_evals(False, args.eval_size))
     else:
       saved.setdefault("stage2", {})["lm"] = run_stage(
-          stage2_config(args.scale, args.lm_steps, offline, args.max_examples), dirs["lm"],
+          stage2_config(args.scale, args.lm_steps, offline, args.max_examples,
+                        args.text_length), dirs["lm"],
           stage2_evals(offline, args.eval_size))
     checkpoint_results()
     key = "stage3_smollm2" if args.scale == "smollm2" else "stage3"
@@ -411,11 +441,13 @@ def main(argv=None) -> int:
     for seed in seeds:
       if seed not in done:
         print(f"stage 3: seed {seed}", flush=True)
-        gate = f"_gate{args.gate_init:g}" if args.gate_init else ""  # a run of its own
-        workdir = os.path.join(args.workdir, f"flamingo_{args.interleaved}{gate}_seed{seed}")
+        gate = f"_gate{args.gate_init:g}" if args.gate_init else ""
+        workdir = os.path.join(args.workdir,
+                               f"flamingo_{args.interleaved}{gate}{episode}{length}_seed{seed}")
         done[seed] = {"seed": seed, **run_stage(
             stage3_config(args.scale, seed, args.steps, dirs, args.interleaved,
-                          gate_init=args.gate_init), workdir,
+                          gate_init=args.gate_init, shots=args.shots,
+                          text_length=args.text_length), workdir,
             stage3_evals(seed, args.eval_size))}
         saved[key] = runs + [done[s] for s in seeds if s in done]
         checkpoint_results()

@@ -400,16 +400,24 @@ class ExampleProcessor:
       targets = _texts(r["targets"], "targets")
       if self.task == "lm":
         return self._lm_row([f"{p} {t}".strip() for p, t in zip(prompts, targets)])
-      start = max(0, len(blobs) - self.max_media)
-      segments = [self._bos()]
-      for i in range(start, len(blobs)):
-        segments.append(([self.image_id], IMAGE))
-        if prompts[i].strip():
-          segments.append((self._enc(f"Question: {prompts[i]} Answer:"), PROMPT))
-          segments.append((self._enc(" " + targets[i]), TARGET))
+      items = []
+      for prompt, target in zip(prompts, targets):
+        item = [([self.image_id], IMAGE)]
+        if prompt.strip():
+          item += [(self._enc(f"Question: {prompt} Answer:"), PROMPT),
+                   (self._enc(" " + target), TARGET)]
         else:
-          segments.append((self._enc(targets[i]), TARGET))
-        segments.append(([self.eoc_id], TARGET))
+          item.append((self._enc(target), TARGET))
+        items.append(item + [([self.eoc_id], TARGET)])
+      # Supports are dropped from the front, never the query from the end: a row cut at
+      # text_length would otherwise train on episodes without their query (and, with 4 shots
+      # of captions in 64 tokens, did so for a quarter of them).
+      start, used = len(items) - 1, 2 + packing.num_tokens(items[-1])  # + BOS and EOS
+      while (start > 0 and len(items) - start < self.max_media
+             and used + packing.num_tokens(items[start - 1]) <= self.length):
+        start -= 1
+        used += packing.num_tokens(items[start])
+      segments = [self._bos()] + [seg for item in items[start:] for seg in item]
       used_texts, used_blobs = prompts + targets, blobs[start:]
     segments.append(([self.tok.eos_id], PROMPT))
     # One augmentation draw per document keeps its images comparable ("more objects than...").

@@ -108,6 +108,37 @@ def test_interleaved_masks_by_hand(make_config):
   assert b["media_locations"][0].sum() == 1 and b["media_mask"][0].tolist() == [1, 0, 0]
 
 
+
+def test_episode_keeps_its_query_and_drops_supports_from_the_front(make_config):
+  """A few-shot episode that does not fit text_length (or max_media) loses its farthest
+  supports, never its query: the row still ends in the query's caption and [EOS]."""
+  tok = tokenizers.get_tokenizer("clip")
+  words = ("red", "blue", "green", "yellow")
+  episode = {"images": [_png((60 * i, 0, 0)) for i in range(4)], "prompts": [b""] * 4,
+             "targets": [f"a {w} square".encode() for w in words]}
+
+  def row(text_length, max_media):
+    c = make_config(task="interleaved", datasets=("shapes_interleaved",), batch_size=1,
+                    text_length=text_length, max_media=max_media)
+    return next(pipeline.make_pipeline(c, tokenizer=tok, process_index=0, process_count=1,
+                                       train=False, sources={"shapes_interleaved": [episode]}))
+
+  # Each item is 5 tokens: BOS + 2 items + EOS = 12 fit, a third item does not.
+  b = row(12, 4)
+  img, eoc = tok.token_id("<image>"), tok.token_id("<|endofchunk|>")  # added by the pipeline
+  item = lambda w: [img] + tok.encode(f"a {w} square") + [eoc]  # noqa: E731
+  assert b["tokens"][0].tolist() == [tok.bos_id] + item("green") + item("yellow") + [tok.eos_id]
+  assert b["media_mask"][0].tolist() == [True, True, False, False]
+  np.testing.assert_allclose(b["media"][0, 0, 0, 0, 0, 0], 2 * 120 / 255 - 1, atol=1e-6)
+  np.testing.assert_allclose(b["media"][0, 1, 0, 0, 0, 0], 2 * 180 / 255 - 1, atol=1e-6)
+  # Room for everything: the media slots bound the supports (query + the 2 nearest).
+  b = row(40, 3)
+  assert b["tokens"][0, :17].tolist() == ([tok.bos_id] + item("blue") + item("green") +
+                                          item("yellow") + [tok.eos_id])
+  # Room and slots for all four.
+  assert row(40, 4)["media_mask"][0].all()
+
+
 def _bad_sources(data_dir):
   good = datasets.load_source("shapes", "train", data_dir=data_dir, **SMALL)
   records = [good[i] for i in range(16)]

@@ -70,6 +70,13 @@ def test_stage3_is_the_recipe():
   # The paper's closed gates by default; --gate_init starts them off zero.
   assert config.model.xattn.gate_init == 0.0
   assert recipe.stage3_config("micro", 0, 10, DIRS, gate_init=0.1).model.xattn.gate_init == 0.1
+  # Longer episodes: every support and the query get a media slot, rows and the LM's stage 2
+  # the longer length; the default keeps flamingo_ablations' rows.
+  assert (config.data.shots, config.data.max_media, config.data.text_length) == (4, 4, 64)
+  long = recipe.stage3_config("micro", 0, 10, DIRS, shots=8, text_length=160)
+  assert (long.data.shots, long.data.max_media, long.data.text_length) == (8, 9, 160)
+  assert recipe.stage2_config("micro", 10, False, text_length=160).data.text_length == 160
+  assert recipe.stage2_config("micro", 10, False).data.text_length == 64
 
 
 def test_smollm2_scale_uses_smollm2():
