@@ -318,21 +318,20 @@ def main(argv=None) -> int:
     todo = [(sweep, run, seed) for sweep in sweeps for run in sweep_runs(sweep, args.batch_size)
             for seed in (int(s) for s in args.seeds.split(","))
             if (sweep, run.name, seed) not in done]
-    if args.jobs > 1 and todo:
-      start = time.time()
-      saved["rows"] = sweep_jobs.run_workers(
-          os.path.abspath(__file__), [*(sys.argv[1:] if argv is None else argv),
-                                      "--offline_data", "yes" if offline else "no"], args.jobs,
-          args.workdir, saved["rows"], f"{stem}.json", "rows",
-          key=lambda r: (r["sweep"], r["run"], r["seed"], r["prompts"]))
-      saved["wall_min"] = saved.get("wall_min", 0.0) + (time.time() - start) / 60
-      todo = []
-    for sweep, run, seed in sweep_jobs.shard_items(todo, args.shard):
+
+    def run_one(item):
+      sweep, run, seed = item
       print(f"{sweep}: {run.name} seed {seed}", flush=True)
-      start = time.time()
-      saved["rows"].extend(execute(run, seed, args, offline))
-      saved["wall_min"] = saved.get("wall_min", 0.0) + (time.time() - start) / 60
-      reporting.write_json(json_path, saved)
+      return execute(run, seed, args, offline)
+
+    sweep_jobs.run_sweep(
+        todo, run_one, saved, "rows",
+        lambda r: (r["sweep"], r["run"], r["seed"], r["prompts"]), jobs=args.jobs,
+        shard=args.shard, script=os.path.abspath(__file__),
+        argv=[*(sys.argv[1:] if argv is None else argv),
+              "--offline_data", "yes" if offline else "no"],
+        workdir=args.workdir, filename=f"{stem}.json",
+        save=lambda: reporting.write_json(json_path, saved))
   saved["table"] = aggregate(saved["rows"])
   reporting.write_json(json_path, saved)
   text = report(saved["table"], saved, stem)

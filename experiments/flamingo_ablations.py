@@ -332,22 +332,21 @@ def main(argv=None) -> int:
     if "lm" in need:
       print("stage 2: lm", flush=True)
       train_stage(*lm_overrides(args.scale, args.lm_steps), stage_dirs["lm"])
+    saved["wall_min"] = saved.get("wall_min", 0.0) + (time.time() - start) / 60
     done = {(r["row"], r["seed"]) for r in saved["runs"]}
     todo = [(row, seed) for row in rows for seed in seeds if (row.name, seed) not in done]
-    if args.jobs > 1 and todo:
-      saved["runs"] = sweep_jobs.run_workers(
-          os.path.abspath(__file__), sys.argv[1:] if argv is None else argv, args.jobs,
-          args.workdir, saved["runs"], f"{stem}.json", "runs",
-          key=lambda r: (r["row"], r["seed"]))
-      saved["wall_min"] = saved.get("wall_min", 0.0) + (time.time() - start) / 60
-      todo = []
-    for row, seed in sweep_jobs.shard_items(todo, args.shard):
+
+    def run_one(item):
+      row, seed = item
       print(f"stage 3: {row.name} seed {seed}", flush=True)
-      saved["runs"].append(run_row(row, seed, args, stage_dirs))
-      saved["wall_min"] = saved.get("wall_min", 0.0) + (time.time() - start) / 60
-      start = time.time()
-      os.makedirs(args.output, exist_ok=True)
-      reporting.write_json(json_path, saved)
+      return [run_row(row, seed, args, stage_dirs)]
+
+    os.makedirs(args.output, exist_ok=True)
+    sweep_jobs.run_sweep(
+        todo, run_one, saved, "runs", lambda r: (r["row"], r["seed"]), jobs=args.jobs,
+        shard=args.shard, script=os.path.abspath(__file__),
+        argv=sys.argv[1:] if argv is None else argv, workdir=args.workdir,
+        filename=f"{stem}.json", save=lambda: reporting.write_json(json_path, saved))
   saved["table"] = summarise(saved["runs"])
   text = report(saved["table"], saved)
   os.makedirs(args.output, exist_ok=True)

@@ -1,7 +1,8 @@
 """The full Flamingo recipe (Alayrac et al. 2022, §3 and Appendix B) at small scale, end to end,
 into experiments/results/recipe.{json,md}.
 
-    python experiments/recipe.py --scale tiny --seeds 0,1,2 [--workdir /tmp/mmjax_recipe]
+    python experiments/recipe.py --scale tiny --seeds 0,1,2 [--workdir /tmp/mmjax_recipe] \
+        [--jobs 2]                  # stage-3 seeds shared by 2 single-core processes
     python experiments/recipe.py --scale smollm2 --seeds 0      # the real pretrained LM (hours)
     python experiments/recipe.py --from_json                    # rewrite the markdown only
     python experiments/recipe.py --steps 1000 --gate_init 0.1 --name recipe_gate_init
@@ -56,6 +57,7 @@ import ml_collections  # noqa: E402
 import clip_ablations as ca  # noqa: E402  pylint: disable=import-error
 import evaluate_tiny  # noqa: E402  pylint: disable=import-error
 import flamingo_ablations as fa  # noqa: E402  pylint: disable=import-error
+import sweep_jobs  # noqa: E402  pylint: disable=import-error
 from mmjax import config_lib, evaluate, reporting, restore, train  # noqa: E402
 from mmjax.evaluators import suites  # noqa: E402
 
@@ -384,6 +386,11 @@ def main(argv=None) -> int:
                       help="cap on the real datasets' examples (smoke runs)")
   parser.add_argument("--eval_size", default="full", choices=("full", "small", "smoke"),
                       help="'small': every evaluator at its smallest; 'smoke' (CI): fewer")
+  parser.add_argument("--jobs", type=int, default=1,
+                      help="worker processes, one core each, that share the stage-3 seeds "
+                      "(sweep_jobs.py); stages 1-2 are trained first, once")
+  parser.add_argument("--shard", default=None,
+                      help="K/N: run only every N-th stage-3 seed from the K-th (set by --jobs)")
   parser.add_argument("--output", default=RESULTS)
   parser.add_argument("--name", default="recipe", help="OUTPUT/NAME.{json,md}")
   parser.add_argument("--from_json", action="store_true")
@@ -416,41 +423,47 @@ def main(argv=None) -> int:
     dirs = {"clip": os.path.join(args.workdir, args.stage1),
             "lm": os.path.join(args.workdir,
                                "lm_smollm2" if args.scale == "smollm2" else f"lm{length}")}
-    print(f"stage 1: {args.stage1}", flush=True)
-    saved.setdefault("stage1", {})[args.stage1] = run_stage(
-        stage1_config(args.scale, args.stage1, args.clip_steps, offline, args.max_examples),
-        dirs["clip"], stage1_evals(offline, args.eval_size))
-    checkpoint_results()
-    print("stage 2: lm", flush=True)
-    if args.scale == "smollm2":
-      write_smollm2_workdir(dirs["lm"])
-      config = smollm2_lm_config()
-      with config.unlocked():
-        config.total_steps = 0
-      saved.setdefault("stage2", {})["smollm2_135m"] = run_stage(
-          config, dirs["lm"], stage2_evals(False, args.eval_size))
-    else:
-      saved.setdefault("stage2", {})["lm"] = run_stage(
-          stage2_config(args.scale, args.lm_steps, offline, args.max_examples,
-                        args.text_length), dirs["lm"],
-          stage2_evals(offline, args.eval_size))
-    checkpoint_results()
+    if args.shard is None:  # --jobs workers find stages 1-2 trained by their parent
+      print(f"stage 1: {args.stage1}", flush=True)
+      saved.setdefault("stage1", {})[args.stage1] = run_stage(
+          stage1_config(args.scale, args.stage1, args.clip_steps, offline, args.max_examples),
+          dirs["clip"], stage1_evals(offline, args.eval_size))
+      checkpoint_results()
+      print("stage 2: lm", flush=True)
+      if args.scale == "smollm2":
+        write_smollm2_workdir(dirs["lm"])
+        config = smollm2_lm_config()
+        with config.unlocked():
+          config.total_steps = 0
+        saved.setdefault("stage2", {})["smollm2_135m"] = run_stage(
+            config, dirs["lm"], stage2_evals(False, args.eval_size))
+      else:
+        saved.setdefault("stage2", {})["lm"] = run_stage(
+            stage2_config(args.scale, args.lm_steps, offline, args.max_examples,
+                          args.text_length), dirs["lm"],
+            stage2_evals(offline, args.eval_size))
+      checkpoint_results()
     key = "stage3_smollm2" if args.scale == "smollm2" else "stage3"
-    runs = [r for r in saved.get(key, []) if r["seed"] not in seeds]
-    done = {r["seed"]: r for r in saved.get(key, []) if r["seed"] in seeds}
-    for seed in seeds:
-      if seed not in done:
-        print(f"stage 3: seed {seed}", flush=True)
-        gate = f"_gate{args.gate_init:g}" if args.gate_init else ""
-        workdir = os.path.join(args.workdir,
-                               f"flamingo_{args.interleaved}{gate}{episode}{length}_seed{seed}")
-        done[seed] = {"seed": seed, **run_stage(
-            stage3_config(args.scale, seed, args.steps, dirs, args.interleaved,
-                          gate_init=args.gate_init, shots=args.shots,
-                          text_length=args.text_length), workdir,
-            stage3_evals(seed, args.eval_size))}
-        saved[key] = runs + [done[s] for s in seeds if s in done]
-        checkpoint_results()
+    runs = saved.setdefault(key, [])
+    todo = [seed for seed in seeds if seed not in {r["seed"] for r in runs}]
+
+    def run_one(seed: int) -> list[dict[str, Any]]:
+      print(f"stage 3: seed {seed}", flush=True)
+      gate = f"_gate{args.gate_init:g}" if args.gate_init else ""
+      workdir = os.path.join(args.workdir,
+                             f"flamingo_{args.interleaved}{gate}{episode}{length}_seed{seed}")
+      return [{"seed": seed, **run_stage(
+          stage3_config(args.scale, seed, args.steps, dirs, args.interleaved,
+                        gate_init=args.gate_init, shots=args.shots,
+                        text_length=args.text_length), workdir,
+          stage3_evals(seed, args.eval_size))}]
+
+    sweep_jobs.run_sweep(
+        todo, run_one, saved, key, lambda r: (r["seed"],), jobs=args.jobs, shard=args.shard,
+        script=os.path.abspath(__file__), argv=sys.argv[1:] if argv is None else argv,
+        workdir=args.workdir, filename=f"{args.name}.json",
+        save=lambda: _save(saved, args.output, args.name))
+    saved[key].sort(key=lambda r: r["seed"])
   text = report(saved)
   _save(saved, args.output, args.name)
   reporting.write_text(os.path.join(args.output, f"{args.name}.md"), text)

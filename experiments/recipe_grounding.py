@@ -253,21 +253,20 @@ def main(argv=None) -> int:
     start = time.time()
     stage_dirs = ensure_stages(args) if args.shard is None else {
         name: os.path.join(args.workdir, name) for name in ("clip", "lm")}
+    saved["wall_min"] = saved.get("wall_min", 0.0) + (time.time() - start) / 60
     done = {(r["arm"], r["seed"]) for r in saved["runs"]}
     todo = [(n, int(s)) for n in names for s in args.seeds.split(",") if (n, int(s)) not in done]
-    if args.jobs > 1 and todo:
-      saved["runs"] = sweep_jobs.run_workers(
-          os.path.abspath(__file__), sys.argv[1:] if argv is None else argv, args.jobs,
-          args.workdir, saved["runs"], f"{args.name}.json", "runs",
-          key=lambda r: (r["arm"], r["seed"]))
-      todo = []
-    for name, seed in sweep_jobs.shard_items(todo, args.shard):
+
+    def run_one(item):
+      name, seed = item
       print(f"stage 3: {name} seed {seed}", flush=True)
-      saved["runs"].append(run_arm(name, seed, args, stage_dirs))
-      saved["wall_min"] = saved.get("wall_min", 0.0) + (time.time() - start) / 60
-      start = time.time()
-      reporting.write_json(json_path, saved)
-    saved["wall_min"] = saved.get("wall_min", 0.0) + (time.time() - start) / 60
+      return [run_arm(name, seed, args, stage_dirs)]
+
+    sweep_jobs.run_sweep(
+        todo, run_one, saved, "runs", lambda r: (r["arm"], r["seed"]), jobs=args.jobs,
+        shard=args.shard, script=os.path.abspath(__file__),
+        argv=sys.argv[1:] if argv is None else argv, workdir=args.workdir,
+        filename=f"{args.name}.json", save=lambda: reporting.write_json(json_path, saved))
   order = list(ARMS)
   saved["runs"].sort(key=lambda r: (order.index(r["arm"]), r["seed"]))
   reporting.write_json(json_path, saved)

@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from typing import Any, Callable, Sequence, TypeVar
 
 T = TypeVar("T")
@@ -96,6 +97,35 @@ def run_workers(script: str, argv: Sequence[str], jobs: int, workdir: str,
     raise RuntimeError(f"sweep workers failed, see log.txt in {failed}; finished runs are kept, "
                        "rerun the same command to resume")
   return merged
+
+
+def run_sweep(todo: Sequence[T], run_one: Callable[[T], list[dict[str, Any]]],
+              saved: dict[str, Any], field: str, key: Callable[[dict[str, Any]], tuple], *,
+              jobs: int, shard: str | None, script: str, argv: Sequence[str], workdir: str,
+              filename: str, save: Callable[[], None]) -> None:
+  """Runs a sweep's `todo` items into `saved[field]`, the loop every sweep script shares.
+
+  jobs > 1: `jobs` single-core copies of `script` (run_workers with `argv`, `workdir`,
+  `filename`, `key`) run them and their rows join saved[field]. Otherwise this process runs its
+  `shard` of them one by one, appending run_one(item)'s rows and calling save() after each, so
+  an interrupted sweep resumes after its last finished run. Both add their time to
+  saved['wall_min'].
+  """
+  start = time.time()
+
+  def add_wall_time() -> None:
+    nonlocal start
+    saved["wall_min"] = saved.get("wall_min", 0.0) + (time.time() - start) / 60
+    start = time.time()
+
+  if jobs > 1 and todo:
+    saved[field] = run_workers(script, argv, jobs, workdir, saved[field], filename, field, key)
+    add_wall_time()
+    return
+  for item in shard_items(todo, shard):
+    saved[field].extend(run_one(item))
+    add_wall_time()
+    save()
 
 
 def _union(rows: list[dict[str, Any]], more: list[dict[str, Any]],

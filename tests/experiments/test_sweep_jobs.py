@@ -63,3 +63,27 @@ def test_failed_worker_is_reported(tmp_path):
   with pytest.raises(RuntimeError, match="shard1of2"):
     sweep_jobs.run_workers(str(script), [], 2, str(tmp_path), [], "s.json", "rows",
                            key=lambda r: (r["run"],))
+
+
+def test_run_sweep_in_process_saves_after_each_run_and_counts_time():
+  saved = {"rows": [{"run": 0}], "wall_min": 1.0}
+  saves = []
+  sweep_jobs.run_sweep([1, 2, 3, 4], lambda i: [{"run": i}, {"run": i, "part": 2}], saved,
+                       "rows", lambda r: (r["run"],), jobs=1, shard="1/2", script="unused",
+                       argv=[], workdir="unused", filename="unused",
+                       save=lambda: saves.append(len(saved["rows"])))
+  # Shard 1/2 of the todo list is items 2 and 4; every row a run returns is kept.
+  assert [r["run"] for r in saved["rows"]] == [0, 2, 2, 4, 4]
+  assert saves == [3, 5] and saved["wall_min"] >= 1.0
+
+
+def test_run_sweep_with_jobs_merges_the_workers(tmp_path):
+  script = tmp_path / "worker.py"
+  script.write_text(WORKER)
+  saved = {"rows": [{"run": 1, "by": "earlier"}]}
+  sweep_jobs.run_sweep([0, 2, 3, 4, 5], lambda i: pytest.fail("ran in the parent"), saved,
+                       "rows", lambda r: (r["run"],), jobs=2, shard=None, script=str(script),
+                       argv=[], workdir=str(tmp_path / "wd"), filename="sweep.json",
+                       save=lambda: pytest.fail("workers save their own files"))
+  assert sorted(r["run"] for r in saved["rows"]) == list(range(6))
+  assert saved["wall_min"] > 0.0
