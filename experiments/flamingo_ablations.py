@@ -43,7 +43,8 @@ sys.path.insert(0, REPO)
 # pylint: disable=wrong-import-position
 import ml_collections  # noqa: E402
 
-from mmjax import config_lib, reporting  # noqa: E402
+from mmjax import config_lib, reporting, restore  # noqa: E402
+from mmjax.models import xattn  # noqa: E402
 
 import evaluate_tiny  # noqa: E402  pylint: disable=import-error  (experiments/ is on sys.path)
 import sweep_jobs  # noqa: E402  pylint: disable=import-error
@@ -203,12 +204,18 @@ def train_stage(spec: str, overrides: list[str], workdir: str) -> float:
 
 
 def run_row(row: Row, seed: int, args, stage_dirs: dict[str, str]) -> dict[str, Any]:
-  """Stage 3 of `row` with `seed`, then its score benchmarks."""
-  workdir = os.path.join(args.workdir, args.scale, "rows", f"{row.name}_seed{seed}")
+  """Stage 3 of `row` with `seed`, then its score benchmarks and how far its cross-attention
+  gates opened (the largest |tanh(alpha)|; None when the row has no gates)."""
+  gate = f"_gate{args.gate_init:g}" if args.gate_init else ""  # runs of their own
+  workdir = os.path.join(args.workdir, args.scale, f"rows{gate}", f"{row.name}_seed{seed}")
   over = flamingo_overrides(args.scale, row, seed, args.steps, stage_dirs)
+  if args.gate_init:
+    over.append(f"model.xattn.gate_init={args.gate_init}")
   seconds = train_stage(f"configs/flamingo.py:{args.scale}", over, workdir)
   results = evaluate_tiny.evaluate_workdir(workdir, score_evals(args.eval_size))
+  attn_gates = xattn.gate_values(restore.load_params(workdir)[0])["attn_gate"]
   return {"row": row.name, "seed": seed, "step": results["step"], "train_s": seconds,
+          "attn_gate_max": max(map(abs, attn_gates)) if attn_gates else None,
           **{m: float(results[m]) for m in METRICS}}
 
 
@@ -246,6 +253,9 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     entry = {"row": row.name, "what": row.what, "seeds": len(rs), "score_mean": mean,
              "score_std": std, "paper": row.paper, "paper_ratio": paper_ratio,
              **{f"{m}_mean": sum(r[m] for r in rs) / len(rs) for m in METRICS}}
+    gates = [r["attn_gate_max"] for r in rs if r.get("attn_gate_max") is not None]
+    if gates:
+      entry["attn_gate_max_mean"] = sum(gates) / len(gates)
     if row.name != "baseline" and paper_ratio is not None:
       se = math.sqrt(std ** 2 / len(rs) + base_std ** 2 / len(base))
       diff = mean - base_score
@@ -260,17 +270,23 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def report(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
   """The markdown table."""
+  gates = any("attn_gate_max_mean" in e for e in table)
+  gate_init = (f" Every row's tanh gates start at alpha = {meta['gate_init']:g}, where the "
+               "paper's start at 0." if meta.get("gate_init") else "")
   lines = ["# Flamingo Table 3 ablations at small scale", "",
            f"Regenerate: `{meta['command']}` ({meta.get('wall_min', 0):.0f} min wall for the runs "
-           "in this file).", "",
+           f"in this file).{gate_init}", "",
            "Score = mean over captioning CIDEr, VQA accuracy and video-QA accuracy, each divided "
            "by the baseline's mean over seeds (mean ± std over seeds). 'direction' is down or up "
            f"when the row's mean differs from the baseline's by more than {DIRECTION_SE:g} "
            "standard errors of the difference (± se column, from both rows' seed std), else "
-           "within noise; 'reproduced' compares it with the paper's direction.", "",
+           "within noise; 'reproduced' compares it with the paper's direction." +
+           (" 'gate' is the largest |tanh(alpha)| of a cross-attention gate at the end, mean "
+            "over seeds: near 0 the row did not read the image through its gated blocks."
+            if gates else ""), "",
            "| row | change | seeds | CIDEr | VQA | video QA | score | ± se | paper | "
-           "paper / 70.7 | direction | reproduced |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "paper / 70.7 | direction | reproduced |" + (" gate |" if gates else ""),
+           "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if gates else "")]
   for e in table:
     paper = "" if e["paper"] is None else f"{e['paper']:.1f}"
     ratio = "" if e["paper_ratio"] is None else f"{e['paper_ratio']:.3f}"
@@ -280,7 +296,9 @@ def report(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"{e['score_mean']:.3f} ± {e['score_std']:.3f} | "
         f"{'' if 'diff_se' not in e else format(e['diff_se'], '.3f')} | {paper} | {ratio} | "
         f"{e.get('direction', '')} | "
-        f"{'' if 'reproduced' not in e else ('yes' if e['reproduced'] else 'no')} |")
+        f"{'' if 'reproduced' not in e else ('yes' if e['reproduced'] else 'no')} |" +
+        (f" {format(e['attn_gate_max_mean'], '.3f') if 'attn_gate_max_mean' in e else ''} |"
+         if gates else ""))
   return "\n".join(lines) + "\n"
 
 
@@ -291,6 +309,9 @@ def main(argv=None) -> int:
   parser.add_argument("--seeds", default="0,1,2", help="comma-separated training/data seeds")
   parser.add_argument("--rows", default=",".join(ROW_NAMES), help="comma-separated row names")
   parser.add_argument("--steps", type=int, default=300, help="stage-3 steps of every run")
+  parser.add_argument("--gate_init", type=float, default=0.0,
+                      help="every row's initial tanh-gate alpha (0: the paper's; its own results "
+                      "file and run directories otherwise; see results/recipe_grounding.md)")
   parser.add_argument("--clip_steps", type=int, default=500)
   parser.add_argument("--lm_steps", type=int, default=500)
   parser.add_argument("--eval_size", default="full", choices=("full", "small"))
@@ -310,6 +331,8 @@ def main(argv=None) -> int:
   seeds = [int(s) for s in args.seeds.split(",")]
   # One results file per scale, so a tiny sweep never reuses (or mixes with) micro runs.
   stem = "flamingo_ablations" if args.scale == "micro" else f"flamingo_ablations_{args.scale}"
+  if args.gate_init:
+    stem += f"_gate{args.gate_init:g}"
   json_path = os.path.join(args.output, f"{stem}.json")
   md_path = os.path.join(args.output, f"{stem}.md")
   command = reporting.command_line("experiments/flamingo_ablations.py", argv)
@@ -318,7 +341,7 @@ def main(argv=None) -> int:
     with open(json_path, encoding="utf-8") as f:
       saved = json.load(f)
   if not args.from_json:
-    saved["command"] = command
+    saved.update(command=command, gate_init=args.gate_init)
     start = time.time()
     stage_dirs = {name: os.path.join(args.workdir, args.scale, name)
                   for name in ("clip", "clip_small", "lm")}

@@ -58,6 +58,7 @@ import flamingo_ablations as fa  # noqa: E402  pylint: disable=import-error
 import recipe  # noqa: E402  pylint: disable=import-error
 import sweep_jobs  # noqa: E402  pylint: disable=import-error
 from mmjax import checkpoint, evaluate, reporting, restore, train  # noqa: E402
+from mmjax.models import xattn  # noqa: E402
 from mmjax.paths import path_str  # noqa: E402
 
 RESULTS = os.path.join(REPO, "experiments", "results")
@@ -88,16 +89,6 @@ def arm_evals(num_examples: int) -> ml_collections.ConfigDict:
                          baselines=True),
       "vqa": dict(type="vqa", num_examples=num_examples, baselines=True),
   })
-
-
-def gates(params: Any) -> dict[str, list[float]]:
-  """tanh of every gated block's `attn_gate` / `ff_gate` (one per block, in path order)."""
-  out: dict[str, list[float]] = {"attn_gate": [], "ff_gate": []}
-  for p, leaf in jax.tree_util.tree_leaves_with_path(params):
-    name = path_str(p).rsplit("/", 1)[-1]
-    if name in out:
-      out[name] += [float(v) for v in np.tanh(np.asarray(leaf, np.float64)).ravel()]
-  return out
 
 
 # Adam's second moments (nu) of the gated blocks' kernels: cross-attention, FFW.
@@ -140,7 +131,7 @@ def run_arm(name: str, seed: int, args, stage_dirs: dict[str, str]) -> dict[str,
   params, step = restore.load_params(workdir)
   results = evaluate.evaluate(config, params, arm_evals(args.eval_examples), workdir)
   return {"arm": name, "seed": seed, "step": step, "train_s": train_s,
-          "sample": results["captioning/example"], "adam_eps": config.optim.eps, **gates(params),
+          "sample": results["captioning/example"], "adam_eps": config.optim.eps, **xattn.gate_values(params),
           **gradient_rms(workdir, step, config.optim.eps),
           **{m: float(results[m]) for m in METRICS}}
 

@@ -5,7 +5,8 @@ A block inserted before a frozen LM layer lets text tokens attend to the resampl
     x = x + tanh(attn_gate) * MaskedCrossAttention(LayerNorm(x), media)
     x = x + tanh(ff_gate)  * FeedForward(x)            # FeedForward = LayerNorm, fc1, act, fc2
 
-Both gates start at 0, so at initialisation the model is exactly the pretrained LM.
+Both gates start at 0 (`gate_init`, the paper's), so at initialisation the model is exactly the
+pretrained LM; `gate_values` reads how far they have opened.
 
 Media masking (DESIGN.md, "Flamingo semantics"): `text_time = cumsum(media_locations)` counts
 the `<image>` tokens at or before each position, so the `<image>` token itself already sees its
@@ -28,14 +29,28 @@ from typing import Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mmjax import parallel as P
 from mmjax.models import layers
+from mmjax.paths import path_str
 
 Array = jax.Array
 
 
 GATINGS = ("tanh", "none")
+
+
+def gate_values(params) -> dict[str, list[float]]:
+  """tanh of every gated block's `attn_gate` / `ff_gate` in a params tree, one value per block
+  in tree order (scanned blocks stack theirs): how far each block has opened. A closed
+  cross-attention gate (about 0) means the model does not read the image."""
+  out: dict[str, list[float]] = {"attn_gate": [], "ff_gate": []}
+  for p, leaf in jax.tree_util.tree_leaves_with_path(params):
+    name = path_str(p).rsplit("/", 1)[-1]
+    if name in out:
+      out[name] += [float(v) for v in np.tanh(np.asarray(leaf, np.float64)).ravel()]
+  return out
 
 
 @dataclasses.dataclass(frozen=True)

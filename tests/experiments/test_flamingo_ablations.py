@@ -123,3 +123,17 @@ def test_score_arithmetic_by_hand():
   assert table["no_pairs"]["direction"] == "within noise" and not table["no_pairs"]["reproduced"]
   text = fa.report(fa.summarise(runs), {"command": "x", "wall_min": 1.0})
   assert "| no_video |" in text and "0.500 ± 0.000" in text
+  assert " gate |" not in text  # runs made before the gate column have none
+
+
+def test_report_shows_how_far_the_gates_opened():
+  runs = [{"row": "baseline", "seed": s, "captioning/cider": 1.0, "vqa/accuracy": 0.5,
+           "video_vqa/accuracy": 0.4, "attn_gate_max": g} for s, g in ((0, 0.1), (1, 0.3))]
+  runs += [{"row": "no_tanh_gating", "seed": 0, "captioning/cider": 1.0, "vqa/accuracy": 0.5,
+            "video_vqa/accuracy": 0.4, "attn_gate_max": None}]
+  table = fa.summarise(runs)
+  assert table[0]["attn_gate_max_mean"] == pytest.approx(0.2)
+  assert "attn_gate_max_mean" not in table[1]  # ungated: no gate to report
+  text = fa.report(table, {"command": "x", "wall_min": 1.0, "gate_init": 0.1})
+  assert "| 0.200 |" in text and "start at alpha = 0.1" in text
+  assert text.splitlines()[-1].endswith("|  |")  # the ungated row's gate cell is empty

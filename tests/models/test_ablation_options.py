@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from mmjax import config_lib
-from mmjax.models import family
+from mmjax.models import family, xattn
 from mmjax.models.connectors import transformer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -62,6 +62,9 @@ def test_gate_init_sets_every_gate_and_zero_is_the_bare_lm():
   gates = [x for p, x in jax.tree_util.tree_leaves_with_path(params)
            if "_gate" in jax.tree_util.keystr(p)]
   assert gates and all(np.all(np.asarray(g) == 0.25) for g in gates)
+  values = xattn.gate_values(params)
+  assert len(values["attn_gate"]) == len(values["ff_gate"]) == sum(g.size for g in gates) // 2
+  np.testing.assert_allclose(values["attn_gate"], np.tanh(0.25), rtol=1e-6)
   # The same weights with the gates zeroed are the default init, the bare LM.
   zeroed = jax.tree_util.tree_map_with_path(
       lambda p, x: jnp.zeros_like(x) if "_gate" in jax.tree_util.keystr(p) else x, params)
@@ -70,6 +73,18 @@ def test_gate_init_sets_every_gate_and_zero_is_the_bare_lm():
       np.array_equal, zeroed, nn.unbox(jax.jit(default.init)(jax.random.key(0), batch)["params"])))
   logits = lambda p: jax.jit(fam.predict_logits)(p, batch)  # noqa: E731
   assert not np.allclose(logits(params), logits(zeroed), atol=1e-4)
+
+
+def test_gate_values_reads_tanh_of_every_gate():
+  params = {"lm": {"xattn_0": {"attn_gate": np.array([0.5]), "ff_gate": np.array([-1.0]),
+                               "attn": {"query": {"kernel": np.ones((2, 2))}}},
+                   "xattn_1": {"attn_gate": np.array([0.0]), "ff_gate": np.array([2.0])}}}
+  got = xattn.gate_values(jax.tree_util.tree_map(np.asarray, params))
+  np.testing.assert_allclose(got["attn_gate"], np.tanh([0.5, 0.0]))
+  np.testing.assert_allclose(got["ff_gate"], np.tanh([-1.0, 2.0]))
+  # Stacked (scanned) blocks: one gate per layer.
+  assert len(xattn.gate_values({"blocks": {"attn_gate": np.zeros((3, 1)),
+                                  "ff_gate": np.zeros((3, 1))}})["attn_gate"]) == 3
 
 
 def test_bad_gating_names_the_field():
