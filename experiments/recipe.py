@@ -274,9 +274,14 @@ def run_stage(config: ml_collections.ConfigDict, workdir: str, evals: ml_collect
           **{k: v for k, v in results.items() if isinstance(v, (int, float, str))}}
 
 
-def fewshot_table(runs: Sequence[dict[str, Any]]) -> dict[str, dict[int, tuple[float, float]]]:
-  """{'captioning_validation': {shots: (mean, std) over runs}, ...} from stage-3 runs."""
-  table: dict[str, dict[int, tuple[float, float]]] = {}
+def fewshot_table(runs: Sequence[dict[str, Any]]
+                  ) -> dict[str, dict[int, tuple[float, float, int]]]:
+  """{'captioning_validation': {shots: (mean, std, number of runs)}, ...} from stage-3 runs.
+
+  A run that skipped a cell (its prompt did not fit lm.max_len) leaves it out of the mean;
+  the count says over how many runs the cell was averaged, so the report can say so.
+  """
+  table: dict[str, dict[int, tuple[float, float, int]]] = {}
   for split in SPLITS:
     for task, metric in (("captioning", "cider"), ("vqa", "accuracy")):
       name = f"{task}_{split}"
@@ -287,9 +292,15 @@ def fewshot_table(runs: Sequence[dict[str, Any]]) -> dict[str, dict[int, tuple[f
         key = f"{name}/{shots}shot_{metric}"
         values = [r[key] for r in runs if isinstance(r.get(key), (int, float))]
         if values:
-          row[shots] = reporting.mean_std(values)
+          row[shots] = (*reporting.mean_std(values), len(values))
       table[name] = row
   return table
+
+
+def _cell(mean: float, std: float, count: int, total: int) -> str:
+  """'mean ± std', with '(count of total)' when some runs skipped the cell."""
+  text = f"{mean:.3f} ± {std:.3f}"
+  return text if count == total else f"{text} ({count} of {total})"
 
 
 def report(saved: dict[str, Any]) -> str:
@@ -337,7 +348,7 @@ def report(saved: dict[str, Any]) -> str:
               "| task / split | " + " | ".join(f"{s} shots" for s in shots_cols) + " |",
               "|---|" + "---|" * len(shots_cols)]
     for name, row in table.items():
-      cells = [f"{row[s][0]:.3f} ± {row[s][1]:.3f}" if s in row else "skipped / not run"
+      cells = [_cell(*row[s], len(runs)) if s in row else "skipped / not run"
                for s in shots_cols]
       lines.append(f"| {name} | " + " | ".join(cells) + " |")
     extra = sorted({k for r in runs for k, v in r.items() if isinstance(v, float)

@@ -49,10 +49,25 @@ def test_every_stage_trained_and_was_evaluated(smoke):
     assert 0.0 <= run[f"vqa_heldout/{shots}shot_accuracy"] <= 1.0
   assert any(k.startswith("samples/qa") for k in run)
   table = recipe.fewshot_table(saved["stage3"])
-  assert table["vqa_heldout"][2] == (run["vqa_heldout/2shot_accuracy"], 0.0)
+  assert table["vqa_heldout"][2] == (run["vqa_heldout/2shot_accuracy"], 0.0, 1)
   for title in ("## Stage 1", "## Stage 2", "## Stage 3: Flamingo", "vqa_heldout",
                 "Samples"):
     assert title in md, title
+
+
+def test_report_says_when_a_cell_skipped_some_seeds():
+  """A seed whose 32-shot prompt did not fit lm.max_len is left out of that cell's mean, and
+  the cell says over how many seeds it was averaged."""
+  key = "captioning_validation/{}shot_cider"
+  runs = [{"seed": 0, key.format(0): 0.5, key.format(32): 0.2},
+          {"seed": 1, key.format(0): 0.3, key.format(32): 0.4},
+          {"seed": 2, key.format(0): 0.4, key.format(32): "skipped: prompt exceeds lm.max_len"}]
+  table = recipe.fewshot_table(runs)
+  assert table["captioning_validation"][0] == pytest.approx((0.4, 0.1, 3))
+  assert table["captioning_validation"][32] == pytest.approx((0.3, 0.02 ** 0.5, 2))  # sample std
+  md = recipe.report({"command": "c", "stage3": runs})
+  assert "| captioning_validation | 0.400 ± 0.100 |" in md
+  assert "0.300 ± 0.141 (2 of 3) |" in md
 
 
 def test_stage3_is_the_recipe():
