@@ -131,7 +131,8 @@ def run_arm(name: str, seed: int, args, stage_dirs: dict[str, str]) -> dict[str,
   params, step = restore.load_params(workdir)
   results = evaluate.evaluate(config, params, arm_evals(args.eval_examples), workdir)
   return {"arm": name, "seed": seed, "step": step, "train_s": train_s,
-          "sample": results["captioning/example"], "adam_eps": config.optim.eps, **xattn.gate_values(params),
+          "sample": results["captioning/example"], "adam_eps": config.optim.eps,
+          **xattn.gate_values(params),
           **gradient_rms(workdir, step, config.optim.eps),
           **{m: float(results[m]) for m in METRICS}}
 

@@ -108,7 +108,6 @@ def test_interleaved_masks_by_hand(make_config):
   assert b["media_locations"][0].sum() == 1 and b["media_mask"][0].tolist() == [1, 0, 0]
 
 
-
 def test_episode_keeps_its_query_and_drops_supports_from_the_front(make_config):
   """A few-shot episode that does not fit text_length (or max_media) loses its farthest
   supports, never its query: the row still ends in the query's caption and [EOS]."""
