@@ -259,9 +259,13 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if row.name != "baseline" and paper_ratio is not None:
       se = math.sqrt(std ** 2 / len(rs) + base_std ** 2 / len(base))
       diff = mean - base_score
+      entry["diff_se"] = se
+      if len(rs) < 2 or len(base) < 2:  # one seed has no std: any difference would "clear" 0
+        entry["direction"] = "needs 2+ seeds"
+        table.append(entry)
+        continue
       ours = ("down" if diff < -DIRECTION_SE * se else "up" if diff > DIRECTION_SE * se
               else "within noise")
-      entry["diff_se"] = se
       entry["direction"] = ours
       entry["reproduced"] = ours == ("down" if paper_ratio < 1 else "up")
     table.append(entry)

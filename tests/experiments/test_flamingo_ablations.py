@@ -137,3 +137,15 @@ def test_report_shows_how_far_the_gates_opened():
   text = fa.report(table, {"command": "x", "wall_min": 1.0, "gate_init": 0.1})
   assert "| 0.200 |" in text and "start at alpha = 0.1" in text
   assert text.splitlines()[-1].endswith("|  |")  # the ungated row's gate cell is empty
+
+
+def test_one_seed_reads_no_direction():
+  """With one seed there is no seed std, so se is 0 and any difference would pass for a
+  direction; the table must say it needs more seeds instead of 'reproduced'."""
+  metrics = dict(zip(fa.METRICS, (0.2, 0.4, 0.4)))
+  runs = [{"row": "baseline", "seed": 0, **metrics},
+          {"row": "no_video", "seed": 0, **metrics, fa.METRICS[2]: 0.39}]
+  table = {e["row"]: e for e in fa.summarise(runs)}
+  assert table["no_video"]["direction"] == "needs 2+ seeds"
+  assert "reproduced" not in table["no_video"]
+  assert table["no_video"]["score_mean"] < 1.0
