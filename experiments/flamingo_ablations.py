@@ -262,12 +262,11 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
       entry["diff_se"] = se
       if len(rs) < 2 or len(base) < 2:  # one seed has no std: any difference would "clear" 0
         entry["direction"] = "needs 2+ seeds"
-        table.append(entry)
-        continue
-      ours = ("down" if diff < -DIRECTION_SE * se else "up" if diff > DIRECTION_SE * se
-              else "within noise")
-      entry["direction"] = ours
-      entry["reproduced"] = ours == ("down" if paper_ratio < 1 else "up")
+      else:
+        ours = ("down" if diff < -DIRECTION_SE * se else "up" if diff > DIRECTION_SE * se
+                else "within noise")
+        entry["direction"] = ours
+        entry["reproduced"] = ours == ("down" if paper_ratio < 1 else "up")
     table.append(entry)
   return table
 
@@ -284,7 +283,8 @@ def report(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
            "by the baseline's mean over seeds (mean ± std over seeds). 'direction' is down or up "
            f"when the row's mean differs from the baseline's by more than {DIRECTION_SE:g} "
            "standard errors of the difference (± se column, from both rows' seed std), else "
-           "within noise; 'reproduced' compares it with the paper's direction." +
+           "within noise (with one seed there is no std, and it reads 'needs 2+ seeds'); "
+           "'reproduced' compares it with the paper's direction." +
            (" 'gate' is the largest |tanh(alpha)| of a cross-attention gate at the end, mean "
             "over seeds: near 0 the row did not read the image through its gated blocks."
             if gates else ""), "",
