@@ -326,7 +326,8 @@ def main(argv=None) -> int:
                       help="worker processes, one core each, that share the stage-3 runs "
                       "(sweep_jobs.py); stages 1-2 are trained first, once")
   parser.add_argument("--shard", default=None,
-                      help="K/N: run only every N-th stage-3 run from the K-th (set by --jobs)")
+                      help="K/N: run only every N-th stage-3 run from the K-th (set by --jobs; "
+                      "stages 1-2 must already be trained in --workdir)")
   args = parser.parse_args(argv)
   rows = [r for r in ROWS if r.name in args.rows.split(",")]
   unknown = sorted(set(args.rows.split(",")) - set(ROW_NAMES))
@@ -351,12 +352,14 @@ def main(argv=None) -> int:
                   for name in ("clip", "clip_small", "lm")}
     need = {"clip"} | {r.vision for r in rows} | ({"lm"} if any(r.lm != "scratch" for r in rows)
                                                   else set())
-    for name in ("clip", "clip_small"):
+    # --jobs workers find stages 1-2 trained by their parent: resuming them in every worker
+    # would only rewrite the same run records side by side.
+    for name in ("clip", "clip_small") if args.shard is None else ():
       if name in need:
         print(f"stage 1: {name}", flush=True)
         train_stage(*clip_overrides(args.scale, name == "clip_small", args.clip_steps),
                     stage_dirs[name])
-    if "lm" in need:
+    if "lm" in need and args.shard is None:
       print("stage 2: lm", flush=True)
       train_stage(*lm_overrides(args.scale, args.lm_steps), stage_dirs["lm"])
     saved["wall_min"] = saved.get("wall_min", 0.0) + (time.time() - start) / 60

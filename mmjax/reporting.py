@@ -31,7 +31,9 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 def write_text(path: str, text: str) -> None:
   """Writes `text` to `path` through a temporary file, creating the directory."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f"{path}.tmp"
+  # One temporary name per process: two processes writing the same file (sweep workers
+  # resuming one shared stage) must not rename each other's half-written temporary away.
+  tmp = f"{path}.tmp{os.getpid()}"
   with open(tmp, "w", encoding="utf-8") as f:
     f.write(text)
   os.replace(tmp, path)

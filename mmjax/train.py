@@ -37,6 +37,7 @@ from mmjax import optim
 from mmjax import parallel as P
 from mmjax import paths
 from mmjax import preemption
+from mmjax import reporting
 from mmjax import restore
 from mmjax import evaluators as eval_lib
 from mmjax.data import pipeline
@@ -70,10 +71,8 @@ def write_run_record(config: Any, workdir: str, mesh: Any) -> None:
   os.makedirs(workdir, exist_ok=True)
   # Write-then-rename: a kill mid-write must not leave a truncated config.json, which the next
   # start compares against (check_workdir_model).
-  path = os.path.join(workdir, "config.json")
-  with open(path + ".tmp", "w", encoding="utf-8") as f:
-    f.write(config.to_json_best_effort(indent=1, sort_keys=True))
-  os.replace(path + ".tmp", path)
+  reporting.write_text(os.path.join(workdir, "config.json"),
+                       config.to_json_best_effort(indent=1, sort_keys=True))
   packages = {}
   for name in ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain",
                "tensorflow-datasets", "ml-collections", "numpy"):

@@ -2,6 +2,7 @@
 
 import json
 import math
+import multiprocessing
 import shlex
 
 from mmjax import reporting
@@ -22,6 +23,26 @@ def test_write_json_is_sorted_and_leaves_no_temporary(tmp_path):
   assert json.loads(path.read_text()) == {"a": [1.5], "b": 1}
   assert sorted(p.name for p in path.parent.iterdir()) == ["r.json"]
   assert reporting.read_json(str(path)) == {"a": [1.5], "b": 1}
+
+
+def _write_many(path: str, text: str) -> None:
+  for _ in range(300):
+    reporting.write_text(path, text)
+
+
+def test_processes_writing_one_file_side_by_side_never_fail(tmp_path):
+  # Sweep workers resuming one shared stage rewrite its config.json at the same time; with one
+  # shared temporary name, one process renamed the other's away (FileNotFoundError).
+  path = str(tmp_path / "config.json")
+  ctx = multiprocessing.get_context("spawn")
+  workers = [ctx.Process(target=_write_many, args=(path, f"writer {k}\n")) for k in range(2)]
+  for w in workers:
+    w.start()
+  for w in workers:
+    w.join(120)
+  assert [w.exitcode for w in workers] == [0, 0]
+  assert open(path, encoding="utf-8").read() in ("writer 0\n", "writer 1\n")
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
 
 
 def test_write_report_writes_the_markdown_and_prints_it(tmp_path, capsys):
