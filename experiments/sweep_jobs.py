@@ -52,6 +52,14 @@ _PIN_AND_EXEC = ("import os, sys; os.sched_setaffinity(0, {int(sys.argv[1])}); "
                  "os.execv(sys.executable, [sys.executable, *sys.argv[2:]])")
 
 
+class WorkersFailed(RuntimeError):
+  """Some workers of run_workers exited non-zero; `rows` holds every run that did finish."""
+
+  def __init__(self, message: str, rows: list[dict[str, Any]]):
+    super().__init__(message)
+    self.rows = rows
+
+
 def run_workers(script: str, argv: Sequence[str], jobs: int, workdir: str,
                 rows: list[dict[str, Any]], filename: str, field: str,
                 key: Callable[[dict[str, Any]], tuple]) -> list[dict[str, Any]]:
@@ -60,7 +68,7 @@ def run_workers(script: str, argv: Sequence[str], jobs: int, workdir: str,
 
   The sweep's results file is `filename`, its list of result rows `field`, and `key(row)` names
   a run; each worker's file is first given the rows already done (`rows`), so it skips them.
-  Raises if a worker fails, after the others finish (their runs are kept for a rerun).
+  Raises WorkersFailed if a worker fails, after the others finish, with their merged rows.
   """
   cores = sorted(os.sched_getaffinity(0))
   procs = []
@@ -94,8 +102,8 @@ def run_workers(script: str, argv: Sequence[str], jobs: int, workdir: str,
       with open(path, encoding="utf-8") as f:
         merged = _union(merged, json.load(f).get(field, []), key)
   if failed:
-    raise RuntimeError(f"sweep workers failed, see log.txt in {failed}; finished runs are kept, "
-                       "rerun the same command to resume")
+    raise WorkersFailed(f"sweep workers failed, see log.txt in {failed}; finished runs are "
+                        "kept, rerun the same command to resume", merged)
   return merged
 
 
@@ -106,7 +114,9 @@ def run_sweep(todo: Sequence[T], run_one: Callable[[T], list[dict[str, Any]]],
   """Runs a sweep's `todo` items into `saved[field]`, the loop every sweep script shares.
 
   jobs > 1: `jobs` single-core copies of `script` (run_workers with `argv`, `workdir`,
-  `filename`, `key`) run them and their rows join saved[field]. Otherwise this process runs its
+  `filename`, `key`) run them and their rows join saved[field]; if a worker fails, the rows
+  that did finish are saved first, so that a rerun shares only the rest among all workers
+  (not the failed worker's share left to one core). Otherwise this process runs its
   `shard` of them one by one, appending run_one(item)'s rows and calling save() after each, so
   an interrupted sweep resumes after its last finished run. Both add their time to
   saved['wall_min'].
@@ -119,7 +129,13 @@ def run_sweep(todo: Sequence[T], run_one: Callable[[T], list[dict[str, Any]]],
     start = time.time()
 
   if jobs > 1 and todo:
-    saved[field] = run_workers(script, argv, jobs, workdir, saved[field], filename, field, key)
+    try:
+      saved[field] = run_workers(script, argv, jobs, workdir, saved[field], filename, field, key)
+    except WorkersFailed as e:
+      saved[field] = e.rows
+      add_wall_time()
+      save()
+      raise
     add_wall_time()
     return
   for item in shard_items(todo, shard):

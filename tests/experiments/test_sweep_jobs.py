@@ -60,7 +60,7 @@ def test_run_workers_merges_and_skips_done_runs(tmp_path):
 def test_failed_worker_is_reported(tmp_path):
   script = tmp_path / "worker.py"
   script.write_text("import sys; sys.exit(3)")
-  with pytest.raises(RuntimeError, match="shard1of2"):
+  with pytest.raises(sweep_jobs.WorkersFailed, match="shard1of2"):
     sweep_jobs.run_workers(str(script), [], 2, str(tmp_path), [], "s.json", "rows",
                            key=lambda r: (r["run"],))
 
@@ -87,3 +87,18 @@ def test_run_sweep_with_jobs_merges_the_workers(tmp_path):
                        save=lambda: pytest.fail("workers save their own files"))
   assert sorted(r["run"] for r in saved["rows"]) == list(range(6))
   assert saved["wall_min"] > 0.0
+
+
+def test_run_sweep_saves_what_finished_when_a_worker_fails(tmp_path):
+  # Worker 1 dies at once; worker 0's runs must reach the sweep's own results (saved), so a
+  # rerun shares only the remaining runs among all workers.
+  script = tmp_path / "worker.py"
+  script.write_text('import sys\nif "1/2" in sys.argv: sys.exit(3)\n' + WORKER)
+  saved = {"rows": [{"run": 1, "by": "earlier"}]}
+  saves = []
+  with pytest.raises(sweep_jobs.WorkersFailed, match="shard1of2"):
+    sweep_jobs.run_sweep([0, 2, 3, 4, 5], lambda i: pytest.fail("ran in the parent"), saved,
+                         "rows", lambda r: (r["run"],), jobs=2, shard=None, script=str(script),
+                         argv=[], workdir=str(tmp_path / "wd"), filename="sweep.json",
+                         save=lambda: saves.append(sorted(r["run"] for r in saved["rows"])))
+  assert saves == [[0, 1, 2, 4]] and saved["wall_min"] > 0.0
