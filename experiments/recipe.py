@@ -27,12 +27,15 @@ into experiments/results/recipe.{json,md}.
            batch per dataset, each its own accumulation micro-batch), both towers frozen and
            initialised from stages 1-2. The interleaved slot holds few-shot episodes by default
            (`--interleaved episodes`: k support image/answer pairs then a query, i.e. the
-           in-context format the few-shot evaluation prompts with) or M3W-like documents.
+           in-context format the few-shot evaluation prompts with), M3W-like documents, or
+           fast-binding episodes (`--interleaved binding`: two colours named by made-up words).
            Reported: captioning CIDEr and VQA accuracy at 0/4/8/16/32 shots (random
            demonstrations from the training split, mmjax/evaluators/fewshot.py in the shapes
            training formats) as mean ± std over training seeds, on unseen scenes ('validation')
            and separately on held-out colour-shape pairs ('heldout'); greedy samples beside the
-           ground truth, and video QA accuracy on shapes_video clips (VIDEO_QA_EVAL).
+           ground truth, video QA accuracy on shapes_video clips (VIDEO_QA_EVAL), and
+           fast-binding accuracy at 0/1/2/4 shots per word (mmjax/evaluators/binding.py: the
+           one few-shot task whose answer only the demonstrations give).
 
 Every stage resumes in its own directory under --workdir and the JSON is rewritten after each
 stage, so an interrupted run goes on where it stopped.
@@ -64,6 +67,8 @@ from mmjax.evaluators import suites  # noqa: E402
 RESULTS = os.path.join(REPO, "experiments", "results")
 SCALES = ("micro", "tiny", "smollm2")
 SHOTS = (0, 4, 8, 16, 32)
+# Fast binding (mmjax/evaluators/binding.py): k shots = k named images of each of two colours.
+BINDING_SHOTS = (0, 1, 2, 4)
 SPLITS = ("validation", "heldout")  # unseen scenes; unseen colour-shape pairs
 # Stage 1's contrastive pre-training of the vision tower (--stage1).
 STAGE1 = ("clip", "siglip", "lit")
@@ -77,6 +82,9 @@ FEWSHOT_MAX_LEN = 640
 # Stage 3's training episodes by default (flamingo_ablations' rows): 4 supports, of which the
 # 4 media slots hold the query and the 3 nearest, in 64-token rows (--shots, --text_length).
 TRAIN_SHOTS, TEXT_LENGTH = 4, fa.COMMON["text_length"]
+# What stage 3's interleaved slot holds: few-shot episodes of the shapes tasks, M3W-like
+# documents, or fast-binding episodes (two colours named by made-up words).
+INTERLEAVED = ("episodes", "documents", "binding")
 
 
 def _load(spec: str, overrides: Sequence[str]) -> ml_collections.ConfigDict:
@@ -216,8 +224,8 @@ def stage3_config(scale: str, seed: int, steps: int, stage_dirs: dict[str, str],
   paper's; see experiments/results/recipe_grounding.md). `shots`: support examples per
   training episode (rows hold them all and the query: max_media = shots + 1); `text_length`:
   tokens per training row (the few-shot prompts at SHOTS run far longer)."""
-  if interleaved not in ("episodes", "documents"):
-    raise ValueError(f"--interleaved must be 'episodes' or 'documents', got {interleaved!r}")
+  if interleaved not in INTERLEAVED:
+    raise ValueError(f"--interleaved must be one of {INTERLEAVED}, got {interleaved!r}")
   over = fa.flamingo_overrides(_base_scale(scale), row, seed, steps, stage_dirs)
   if scale == "smollm2":
     over = [o for o in over if not o.startswith(("model.lm.depth=",
@@ -226,8 +234,10 @@ def stage3_config(scale: str, seed: int, steps: int, stage_dirs: dict[str, str],
   else:
     over += [f"model.lm.max_len={FEWSHOT_MAX_LEN}"]
   over += [f"data.interleaved_kind={interleaved}"]
-  if interleaved == "episodes" and (shots, text_length) != (TRAIN_SHOTS, TEXT_LENGTH):
-    over += [f"data.shots={shots}", f"data.max_media={shots + 1}",
+  if interleaved != "documents" and (shots, text_length) != (TRAIN_SHOTS, TEXT_LENGTH):
+    # A binding episode has `shots` images per word, two words.
+    media = shots + 1 if interleaved == "episodes" else 2 * shots + 1
+    over += [f"data.shots={shots}", f"data.max_media={media}",
              f"data.text_length={text_length}"]
   elif text_length != TEXT_LENGTH:
     over += [f"data.text_length={text_length}"]
@@ -250,6 +260,10 @@ def stage3_evals(seed: int, size: str) -> ml_collections.ConfigDict:
           seeds=(seed,), num_examples=4 if small else 32, pool_size=16 if small else 256,
           max_new_tokens=(8 if small else 16) if task == "captioning" else 4,
           **suites.SHAPES_FORMATS[task])
+  for split in SPLITS if size != "smoke" else ("validation",):
+    evals[f"binding_{split}"] = dict(type="binding", split=split,
+                                     shots=(0, 1) if small else BINDING_SHOTS,
+                                     num_examples=(2 if size == "smoke" else 8) if small else 64)
   evals["samples"] = dict(type="captions", split="heldout", num_examples=2 if small else 6,
                           max_new_tokens=8 if small else 24, answers=True)
   if size != "smoke":
@@ -295,6 +309,32 @@ def fewshot_table(runs: Sequence[dict[str, Any]]
           row[shots] = (*reporting.mean_std(values), len(values))
       table[name] = row
   return table
+
+
+def binding_table(runs: Sequence[dict[str, Any]]) -> list[str]:
+  """Markdown lines of the fast-binding accuracy per split and shots (none if not run)."""
+  found = sorted({int(k.split("/")[1].split("shot_")[0]) for r in runs for k in r
+                  if k.startswith("binding_") and k.endswith("shot_accuracy")})
+  if not found:
+    return []
+  lines = ["", "Fast binding (mmjax/evaluators/binding.py): accuracy of the made-up word for the "
+           "query's colour, k shots = k named images of each of the episode's two colours "
+           "(0 shots: the word is unknowable; copying a word from the prompt blindly: 0.5). "
+           "In brackets: how often the answer is one of the episode's two words.", "",
+           "| split | " + " | ".join(f"{s} shots" for s in found) + " |",
+           "|---|" + "---|" * len(found)]
+  for split in SPLITS:
+    cells = []
+    for shots in found:
+      key = f"binding_{split}/{shots}shot"
+      acc = [r[f"{key}_accuracy"] for r in runs
+             if isinstance(r.get(f"{key}_accuracy"), (int, float))]
+      either = [r[f"{key}_either_word"] for r in runs if f"{key}_either_word" in r]
+      cells.append(f"{_cell(*reporting.mean_std(acc), len(acc), len(runs))} "
+                   f"({reporting.mean_std(either)[0]:.2f})" if acc else "skipped / not run")
+    if any(c != "skipped / not run" for c in cells):
+      lines.append(f"| {split} | " + " | ".join(cells) + " |")
+  return lines
 
 
 def _cell(mean: float, std: float, count: int, total: int) -> str:
@@ -351,6 +391,7 @@ def report(saved: dict[str, Any]) -> str:
       cells = [_cell(*row[s], len(runs)) if s in row else "skipped / not run"
                for s in shots_cols]
       lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += binding_table(runs)
     extra = sorted({k for r in runs for k, v in r.items() if isinstance(v, float)
                     and k.split("/")[0] in VIDEO_QA_EVAL})
     for k in extra:
@@ -378,7 +419,7 @@ def main(argv=None) -> int:
   parser.add_argument("--stage1", default="clip", choices=STAGE1,
                       help="the vision tower's contrastive pre-training (lit: against the "
                       "locked pretrained MiniLM text tower)")
-  parser.add_argument("--interleaved", default="episodes", choices=("episodes", "documents"),
+  parser.add_argument("--interleaved", default="episodes", choices=INTERLEAVED,
                       help="what the interleaved slot of stage 3's mixture holds")
   parser.add_argument("--clip_steps", type=int, default=500)
   parser.add_argument("--lm_steps", type=int, default=500)

@@ -37,7 +37,7 @@ def _plain(record: dict) -> dict:
   for key, value in record.items():
     if key == "image":
       out[key] = value
-    elif key == "frames":  # A clip's PNG bytes, one per frame.
+    elif key in ("frames", "images"):  # A clip's or an episode's PNG bytes, one per image.
       out[key] = list(value)
     elif key == "answers":
       out[key] = [[text(a) for a in row] for row in value]

@@ -20,6 +20,7 @@ def test_tensorflow_is_not_installed():
 
 @pytest.mark.parametrize("name,kw", [("shapes", {}), ("shapes_interleaved", {}),
                                      ("shapes_interleaved", {"kind": "episodes"}),
+                                     ("shapes_interleaved", {"kind": "binding"}),
                                      ("shapes_video", {})])
 def test_builder_prepares_small_split(data_dir, name, kw):
   src = datasets.load_source(name, "train", data_dir=data_dir, **SMALL, **kw)

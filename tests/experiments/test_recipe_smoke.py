@@ -48,6 +48,11 @@ def test_every_stage_trained_and_was_evaluated(smoke):
     assert 0.0 <= run[f"captioning_validation/{shots}shot_cider"] <= 10.0
     assert 0.0 <= run[f"vqa_heldout/{shots}shot_accuracy"] <= 1.0
   assert any(k.startswith("samples/qa") for k in run)
+  # Fast binding, with the real model: a word is unknowable at 0 shots.
+  assert run["binding_validation/0shot_accuracy"] == 0.0
+  assert 0.0 <= run["binding_validation/1shot_accuracy"] <= 1.0
+  assert 0.0 <= run["binding_validation/1shot_either_word"] <= 1.0
+  assert "Fast binding" in md and "| validation | 0.000 ± 0.000 (0.00) |" in md
   table = recipe.fewshot_table(saved["stage3"])
   assert table["vqa_heldout"][2] == (run["vqa_heldout/2shot_accuracy"], 0.0, 1)
   for title in ("## Stage 1", "## Stage 2", "## Stage 3: Flamingo", "vqa_heldout",
@@ -92,6 +97,21 @@ def test_stage3_is_the_recipe():
   assert (long.data.shots, long.data.max_media, long.data.text_length) == (8, 9, 160)
   assert recipe.stage2_config("micro", 10, False, text_length=160).data.text_length == 160
   assert recipe.stage2_config("micro", 10, False).data.text_length == 64
+  # Binding episodes: `shots` images per word, two words, then the query.
+  bind = recipe.stage3_config("micro", 0, 10, DIRS, "binding", shots=2, text_length=96)
+  assert (bind.data.interleaved_kind, bind.data.shots, bind.data.max_media) == ("binding", 2, 5)
+
+
+def test_binding_table_reads_accuracy_and_format():
+  runs = [{"seed": s, "binding_validation/0shot_accuracy": 0.0,
+           "binding_validation/0shot_either_word": 0.0,
+           "binding_validation/1shot_accuracy": acc, "binding_validation/1shot_either_word": 1.0}
+          for s, acc in ((0, 0.5), (1, 0.7))]
+  lines = recipe.binding_table(runs)
+  assert "| split | 0 shots | 1 shots |" in lines
+  assert "| validation | 0.000 ± 0.000 (0.00) | 0.600 ± 0.141 (1.00) |" in lines
+  assert not any(line.startswith("| heldout") for line in lines)
+  assert recipe.binding_table([{"seed": 0}]) == []
 
 
 def test_smollm2_scale_uses_smollm2():

@@ -25,6 +25,11 @@ TEXTS = tfds.features.Sequence(tfds.features.Text())
 ANSWERS = tfds.features.Tensor(shape=(None, 10), dtype=np.object_)
 
 
+# What shapes_interleaved holds: M3W-like documents, few-shot episodes of the shapes tasks, or
+# fast-binding episodes that name two colours with new words.
+KINDS = ("documents", "episodes", "binding")
+
+
 @dataclasses.dataclass(eq=False)
 class ShapesConfig(tfds.core.BuilderConfig):
   """Size of the generated dataset. The config name encodes every field (see `make_config`)."""
@@ -33,16 +38,18 @@ class ShapesConfig(tfds.core.BuilderConfig):
   num_eval: int = 256  # Examples in each of 'validation', 'test' and 'heldout'.
   seed: int = 0  # Base seed of every split.
   num_frames: int = 8  # Frames per clip (shapes_video only).
-  kind: str = "documents"  # shapes_interleaved only: 'documents' or 'episodes'.
-  shots: int = 4  # Support examples per few-shot episode (kind='episodes').
+  # shapes_interleaved only: 'documents', 'episodes' or 'binding' (see shapes_interleaved.py).
+  kind: str = "documents"
+  # Support examples per few-shot episode (kind='episodes'), or per word (kind='binding').
+  shots: int = 4
 
 
 def make_config(*, image_size: int = 64, num_train: int = 4096, num_eval: int = 256,
                 seed: int = 0, num_frames: int = 8, kind: str = "documents",
                 shots: int = 4) -> ShapesConfig:
   """A config whose name spells out its fields, so different sizes never share a directory."""
-  if kind not in ("documents", "episodes"):
-    raise ValueError(f"kind must be 'documents' or 'episodes', got {kind!r}")
+  if kind not in KINDS:
+    raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
   for field, value in (("image_size", image_size), ("num_train", num_train),
                        ("num_eval", num_eval), ("num_frames", num_frames), ("shots", shots)):
     if value < 1:

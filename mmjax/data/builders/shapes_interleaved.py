@@ -6,6 +6,15 @@ image and texts[i + 1] follows image i (the pipeline writes `<image>` before ima
 `<|endofchunk|>` after it). Config kind 'episodes': `images[:shots]` are the support examples with
 `prompts` (the question, or '' for captioning) and `targets` (caption or answer);
 the last image is the query.
+
+Config kind 'binding' (fast concept binding, Tsimpoukelli et al. 2021, "Frozen" §4.2): two
+colours get two new words, in the same fields as 'episodes'. `shots` pairs of supports ("This is
+a dax.", "This is a blicket.", one image of each colour per pair, in random order), then a query
+of one of the two colours. The word exists only in the episode, so only the demonstrations can
+tell the model the query's answer: the few-shot task whose accuracy measures in-context learning
+alone (mmjax/evaluators/binding.py). Colours, not shapes, are the concepts because colour is
+what the small frozen towers reliably encode (experiments/README.md: held-out shape is at chance
+in zero-shot, colour is not). Every suffix of 2k supports holds k images of each word.
 """
 
 from __future__ import annotations
@@ -19,6 +28,11 @@ from mmjax.data.builders import common
 MIN_IMAGES, MAX_IMAGES = 2, 8
 # Question kinds every scene has an answer for, so all items of a VQA episode ask the same kind.
 _EPISODE_KINDS = ("exist", "count", "compare_count")
+# Made-up words for the binding episodes: none is a word of the shapes world, and each survives
+# the shapes_sp tokenizer (tests/data/test_binding.py).
+BINDING_WORDS = ("dax", "blicket", "wug", "toma", "fep", "zup", "kiki", "tufa", "moop", "gazzer",
+                 "lorp", "pim")
+BINDING_PREFIX = "This is a"
 _PREAMBLES = ("", "A few pictures of shapes.", "My collection of drawings.",
               "Here are some scenes.")
 
@@ -74,10 +88,49 @@ def generate_episode(config: common.ShapesConfig, split: str, index: int) -> dic
           "query_answers": np.array(answers[-1], dtype=object)}
 
 
-class ShapesInterleaved(common.ProceduralBuilder):
-  """Interleaved image-text documents and few-shot episodes over the shapes world."""
+def _choice(rng: np.random.Generator, seq):
+  return seq[int(rng.integers(len(seq)))]
 
-  BUILDER_CONFIGS = [common.make_config(), common.make_config(kind="episodes")]
+
+def _binding_scene(rng: np.random.Generator, colour: str, heldout: bool) -> world.Scene:
+  """One object of `colour`, any shape, size, shading, place and background; its (colour,
+  shape) pair is held out exactly when `heldout`."""
+  shapes = [s for s in world.SHAPES if ((colour, s) in world.HELDOUT_PAIRS) == heldout]
+  size = _choice(rng, list(world.SIZES))
+  r = world.SIZES[size]
+  x, y = rng.uniform(r + 0.02, 1 - r - 0.02, size=2)
+  obj = world.Obj(_choice(rng, shapes), colour, size, _choice(rng, world.SHADINGS), float(x),
+                  float(y))
+  return world.Scene(_choice(rng, list(world.BACKGROUNDS)), (obj,))
+
+
+def generate_binding(config: common.ShapesConfig, split: str, index: int) -> dict:
+  """A fast-binding episode: `config.shots` pairs of named supports, then the query."""
+  rng = common.example_rng(config, split, index)
+  heldout = split == "heldout"
+  # On held-out pairs the query's colour must have a held-out shape (the supports never do).
+  colours = sorted({c for c, _ in world.HELDOUT_PAIRS}) if heldout else list(world.COLOURS)
+  query_colour = _choice(rng, colours)
+  other = _choice(rng, [c for c in world.COLOURS if c != query_colour])
+  pair = [query_colour, other] if rng.random() < 0.5 else [other, query_colour]
+  words = [str(w) for w in rng.choice(BINDING_WORDS, size=2, replace=False)]
+  # One image of each word per pair, so the last 2k supports hold k of each (k-shot prompts).
+  named = [int(k) for _ in range(config.shots) for k in rng.permutation(2)]
+  query = pair.index(query_colour)
+  scenes = [_binding_scene(rng, pair[k], heldout=False) for k in named]
+  scenes.append(_binding_scene(rng, query_colour, heldout=heldout))
+  targets = [f"{BINDING_PREFIX} {words[k]}." for k in named + [query]]
+  return {"images": [world.png_bytes(world.render(s, config.image_size)) for s in scenes],
+          "prompts": [""] * len(targets), "targets": targets, "task": "binding",
+          "query_answers": np.array([words[query]] * world.NUM_ANSWERS, dtype=object),
+          "scenes": [s.to_json() for s in scenes]}
+
+
+class ShapesInterleaved(common.ProceduralBuilder):
+  """Interleaved image-text documents, few-shot episodes and fast-binding episodes over the
+  shapes world."""
+
+  BUILDER_CONFIGS = [common.make_config(kind=k) for k in common.KINDS]
 
   def _info(self) -> tfds.core.DatasetInfo:
     if self.builder_config.kind == "documents":
@@ -88,6 +141,8 @@ class ShapesInterleaved(common.ProceduralBuilder):
                   "targets": common.TEXTS, "task": tfds.features.Text(),
                   "query_answers": tfds.features.Tensor(shape=(world.NUM_ANSWERS,),
                                                         dtype=np.object_)}
+      if self.builder_config.kind == "binding":
+        features["scenes"] = common.TEXTS
     return tfds.core.DatasetInfo(builder=self, description=__doc__,
                                  features=tfds.features.FeaturesDict(features))
 
@@ -97,6 +152,7 @@ class ShapesInterleaved(common.ProceduralBuilder):
             for split, n in common.split_sizes(self.builder_config).items()}
 
   def _generate_examples(self, split: str, num: int):
-    gen = generate_document if self.builder_config.kind == "documents" else generate_episode
+    gen = {"documents": generate_document, "episodes": generate_episode,
+           "binding": generate_binding}[self.builder_config.kind]
     for i in range(num):
       yield i, gen(self.builder_config, split, i)
