@@ -222,7 +222,8 @@ def stage3_config(scale: str, seed: int, steps: int, stage_dirs: dict[str, str],
   `row`: another flamingo_ablations row's changes instead (recipe_grounding.py's arms;
   `stage_dirs` must name its tower). `gate_init`: the tanh gates' initial alpha (0: the
   paper's; see experiments/results/recipe_grounding.md). `shots`: support examples per
-  training episode (rows hold them all and the query: max_media = shots + 1); `text_length`:
+  training episode (rows hold them all and the query: max_media = shots + 1; binding episodes:
+  per word, max_media = 2 * shots + 1); `text_length`:
   tokens per training row (the few-shot prompts at SHOTS run far longer)."""
   if interleaved not in INTERLEAVED:
     raise ValueError(f"--interleaved must be one of {INTERLEAVED}, got {interleaved!r}")
@@ -429,7 +430,7 @@ def main(argv=None) -> int:
                       "closed at these batch sizes, results/recipe_grounding.md)")
   parser.add_argument("--shots", type=int, default=TRAIN_SHOTS,
                       help="supports per stage-3 training episode (the rows then hold shots + 1 "
-                      "media)")
+                      "media; --interleaved binding: per word, 2 * shots + 1)")
   parser.add_argument("--text_length", type=int, default=TEXT_LENGTH,
                       help="tokens per training row in stages 2 and 3")
   parser.add_argument("--offline_data", default="auto", choices=("auto", "yes", "no"),
