@@ -22,7 +22,6 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from mmjax import generate
 from mmjax.data.builders import shapes_interleaved
 from mmjax.evaluators import EvalContext, common, register, require
 
@@ -82,16 +81,12 @@ class BindingEvaluator:
       key = f"{self.name}/{shots}shot"
       prompts = [prompt(r["targets"], shots) for r in records]
       media = [m[len(m) - 1 - 2 * shots:] for m in media_all]
-      if max(1 + len(tok.encode(p)) for p in prompts) + max_new > family.lm_config.max_len:
-        results[f"{key}_accuracy"] = f"skipped: prompt exceeds lm.max_len {family.lm_config.max_len}"
+      max_len = family.lm_config.max_len
+      if max(1 + len(tok.encode(p)) for p in prompts) + max_new > max_len:
+        results[f"{key}_accuracy"] = f"skipped: prompt exceeds lm.max_len {max_len}"
         continue
-      preds = []
-      for s in common.chunks(len(prompts), cfg.get("batch_size", 32)):
-        batch = common.flamingo_batch(tok, prompts[s], media[s],
-                                      max_length=family.lm_config.max_len - max_new)
-        lengths = batch.pop("lengths")
-        ids = generate.greedy(family, params, batch, max_new, stop_ids=stops, lengths=lengths)
-        preds += [first_word(tok.decode(generate.strip(r, stops))) for r in ids.tolist()]
+      preds = [first_word(t) for t in common.greedy_texts(
+          family, params, tok, prompts, media, max_new, stops, cfg.get("batch_size", 32))]
       results[f"{key}_accuracy"] = float(np.mean([p == w for p, w in zip(preds, words)]))
       results[f"{key}_either_word"] = float(np.mean([p in n for p, n in zip(preds, named)]))
     return results

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mmjax import generate
 from mmjax.data import datasets, preprocess
 from mmjax.data import frames as frames_lib
 from mmjax.data import tokenizers as tok_lib
@@ -144,6 +145,22 @@ def flamingo_batch(tok: tok_lib.Tokenizer, texts: Sequence[str],
   return {"tokens": tokens, "media": out_media, "media_mask": mask,
           "media_locations": tokens == image_id,
           "lengths": np.array([len(r) for r in ids], np.int32)}
+
+
+def greedy_texts(family: Any, params: Any, tok: tok_lib.Tokenizer, prompts: Sequence[str],
+                 media: Sequence[np.ndarray], max_new_tokens: int, stop_ids: Sequence[int],
+                 batch_size: int = 32) -> list[str]:
+  """Greedy continuations of Flamingo prompts (flamingo_batch's texts and media), decoded and
+  stripped, in batches of `batch_size`; the KV cache bounds prompt + max_new_tokens."""
+  out = []
+  for s in chunks(len(prompts), batch_size):
+    batch = flamingo_batch(tok, prompts[s], media[s],
+                           max_length=family.lm_config.max_len - max_new_tokens)
+    lengths = batch.pop("lengths")
+    ids = generate.greedy(family, params, batch, max_new_tokens, stop_ids=stop_ids,
+                          lengths=lengths)
+    out += [tok.decode(generate.strip(r, stop_ids)).strip() for r in ids.tolist()]
+  return out
 
 
 @functools.lru_cache(maxsize=None)

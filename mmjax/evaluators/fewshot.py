@@ -22,7 +22,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mmjax import generate
 from mmjax.evaluators import EvalContext, captioning, common, register, require, vqa
 from mmjax.evaluators import embeddings as emb_lib
 
@@ -128,13 +127,8 @@ class FewShotEvaluator:
           values = None
           break
         media = [np.concatenate([p_imgs[row], q_imgs[i:i + 1]]) for i, row in enumerate(chosen)]
-        preds = []
-        for s in common.chunks(len(prompts), cfg.get("batch_size", 32)):
-          batch = common.flamingo_batch(tok, prompts[s], media[s],
-                                        max_length=family.lm_config.max_len - max_new)
-          lengths = batch.pop("lengths")
-          ids = generate.greedy(family, params, batch, max_new, stop_ids=stops, lengths=lengths)
-          preds += [tok.decode(generate.strip(r, stops)).strip() for r in ids.tolist()]
+        preds = common.greedy_texts(family, params, tok, prompts, media, max_new, stops,
+                                    cfg.get("batch_size", 32))
         values.append(self._score(preds, queries))
       key = f"{self.name}/{shots}shot_{metric}"
       if values is None:

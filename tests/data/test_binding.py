@@ -10,6 +10,7 @@ import pytest
 from mmjax.data import datasets, shapes_world as world, tokenizers
 from mmjax.data.builders import common, shapes_interleaved as si
 from mmjax.evaluators import binding
+from mmjax.evaluators import common as eval_common
 
 from conftest import SMALL  # pylint: disable=import-error
 
@@ -99,7 +100,7 @@ def test_evaluator_scores_a_model_that_copies_the_last_word(make_config, sp_path
       out.append((ids + [stop_ids[0]] * max_new)[:max_new])
     return np.array(out, np.int32)
 
-  monkeypatch.setattr(binding.generate, "greedy", copy_last)
+  monkeypatch.setattr(eval_common.generate, "greedy", copy_last)
   family = types.SimpleNamespace(decode_step=None, decode=None,
                                  lm_config=ml_collections.ConfigDict(dict(max_len=256)))
   cfg = ml_collections.ConfigDict(dict(type="binding", shots=(0, 1, 2), num_examples=8))
