@@ -44,10 +44,6 @@ class Exchange:
   rationale: str
 
 
-def _pick(rng: np.random.Generator, seq):
-  return seq[int(rng.integers(len(seq)))]
-
-
 def article(phrase: str) -> str:
   """'a red circle' / 'an orange star'."""
   return ("an " if phrase[0] in "aeiou" else "a ") + phrase
@@ -82,7 +78,7 @@ def describe(scene: world.Scene, rng: np.random.Generator) -> Exchange:
   steps = "I go through the objects one by one: " + "; ".join(
       f"{k + 1}. {article(o.words())} at the {_region(o)}" for k, o in enumerate(objs))
   steps += f". That makes {world.NUMBER_WORDS[n]} {noun} on a {scene.background} background."
-  q = _pick(rng, ("Describe the picture.", "What do you see in this image?",
+  q = world.pick(rng, ("Describe the picture.", "What do you see in this image?",
                   "Describe this scene in detail."))
   return Exchange("describe", q, answer, _finish(steps, answer))
 
@@ -91,7 +87,7 @@ def _attribute_value(scene: world.Scene, rng: np.random.Generator, attr: str) ->
   """A colour / shape, from the scene's own objects with probability 0.7."""
   if rng.random() < 0.7:
     return getattr(scene.objects[int(rng.integers(len(scene.objects)))], attr)
-  return _pick(rng, list(world.COLOURS) if attr == "colour" else world.SHAPES)
+  return world.pick(rng, list(world.COLOURS) if attr == "colour" else world.SHAPES)
 
 
 def _what(attr: str, value: str) -> str:
@@ -100,7 +96,7 @@ def _what(attr: str, value: str) -> str:
 
 def count(scene: world.Scene, rng: np.random.Generator) -> Exchange:
   """How many objects (of a colour, of a shape)."""
-  attr = _pick(rng, (None, "colour", "shape"))
+  attr = world.pick(rng, (None, "colour", "shape"))
   if attr is None:
     objs, what = list(scene.objects), "objects"
   else:
@@ -114,11 +110,11 @@ def count(scene: world.Scene, rng: np.random.Generator) -> Exchange:
 
 def compare(scene: world.Scene, rng: np.random.Generator) -> Exchange:
   """More objects of one colour (shape) than of another?"""
-  attr = _pick(rng, ("colour", "shape"))
+  attr = world.pick(rng, ("colour", "shape"))
   a = _attribute_value(scene, rng, attr)
   b = _attribute_value(scene, rng, attr)
   while b == a:
-    b = _pick(rng, list(world.COLOURS) if attr == "colour" else world.SHAPES)
+    b = world.pick(rng, list(world.COLOURS) if attr == "colour" else world.SHAPES)
   na = sum(getattr(o, attr) == a for o in scene.objects)
   nb = sum(getattr(o, attr) == b for o in scene.objects)
   q = (f"Are there more {a} than {b} objects?" if attr == "colour" else
@@ -178,7 +174,7 @@ def extreme(scene: world.Scene, rng: np.random.Generator) -> Optional[Exchange]:
   more than MARGIN."""
   if len(scene.objects) < 2:
     return None
-  direction = _pick(rng, list(_EXTREMES))
+  direction = world.pick(rng, list(_EXTREMES))
   words, key, order = _EXTREMES[direction]
   ranked = sorted(range(len(scene.objects)), key=lambda i: key(scene.objects[i]))
   first, second = scene.objects[ranked[0]], scene.objects[ranked[1]]
@@ -252,7 +248,7 @@ def conversation(scene: world.Scene, rng: np.random.Generator) -> dict[str, list
       out[key].append(value)
 
   if rng.random() < 0.3:
-    system = _pick(rng, SYSTEM_PROMPTS)
+    system = world.pick(rng, SYSTEM_PROMPTS)
     add(conv.SYSTEM, system, system, "system")
   image = tok_lib.IMAGE_TOKEN
   place = int(rng.integers(3))

@@ -87,7 +87,9 @@ class Scene:
     return cls(d["background"], tuple(Obj(**o) for o in d["objects"]))
 
 
-def _pick(rng: np.random.Generator, seq: Sequence):
+def pick(rng: np.random.Generator, seq: Sequence):
+  """One element of `seq`, drawn with one `rng.integers` call (so every generator that uses it
+  consumes the stream the same way, and committed scenes stay reproducible)."""
   return seq[int(rng.integers(len(seq)))]
 
 
@@ -107,14 +109,14 @@ def sample_objects(rng: np.random.Generator, n: int, *, heldout: str = "exclude"
     objs: list[Obj] = []
     for i in range(n):
       while True:
-        shape, colour = _pick(rng, SHAPES), _pick(rng, list(COLOURS))
+        shape, colour = pick(rng, SHAPES), pick(rng, list(COLOURS))
         forced = heldout == "require" and i == 0
         if forced:
           colour, shape = sorted(HELDOUT_PAIRS)[int(rng.integers(len(HELDOUT_PAIRS)))]
         if heldout == "exclude" and (colour, shape) in HELDOUT_PAIRS:
           continue
         break
-      size, shading = _pick(rng, list(SIZES)), _pick(rng, SHADINGS)
+      size, shading = pick(rng, list(SIZES)), pick(rng, SHADINGS)
       r = SIZES[size]
       for _ in range(max_tries):
         x, y = rng.uniform(r + 0.02, 1 - r - 0.02, size=2)
@@ -132,7 +134,7 @@ def sample_scene(rng: np.random.Generator, *, min_objects: int = 1, max_objects:
                  heldout: str = "exclude") -> Scene:
   """Samples a background and `min_objects..max_objects` objects (see `sample_objects`)."""
   n = int(rng.integers(min_objects, max_objects + 1))
-  background = _pick(rng, list(BACKGROUNDS))
+  background = pick(rng, list(BACKGROUNDS))
   return Scene(background, tuple(sample_objects(rng, n, heldout=heldout)))
 
 
@@ -294,7 +296,7 @@ def questions(scene: Scene, rng: np.random.Generator, num: int = 8) -> list[QA]:
     out.append(QA(kind, q, a, tuple(annotator_answers(a, rng, answer_kind))))
 
   # exist: a random (colour, shape) pair, present or not.
-  colour, shape = _pick(rng, list(COLOURS)), _pick(rng, SHAPES)
+  colour, shape = pick(rng, list(COLOURS)), pick(rng, SHAPES)
   if rng.random() < 0.5:
     colour, shape = objs[int(rng.integers(len(objs)))].colour, objs[0].shape
   present = any(o.colour == colour and o.shape == shape for o in objs)
@@ -304,11 +306,11 @@ def questions(scene: Scene, rng: np.random.Generator, num: int = 8) -> list[QA]:
   if which == 0:
     add("count", "How many objects are there?", str(len(objs)), "count")
   elif which == 1:
-    c = _pick(rng, list(COLOURS))
+    c = pick(rng, list(COLOURS))
     add("count", f"How many {c} objects are there?",
         str(sum(o.colour == c for o in objs)), "count")
   else:
-    s = _pick(rng, SHAPES)
+    s = pick(rng, SHAPES)
     add("count", f"How many {plural(s)} are there?", str(sum(o.shape == s for o in objs)),
         "count")
   # colour / shape of a uniquely named object.
@@ -325,7 +327,7 @@ def questions(scene: Scene, rng: np.random.Generator, num: int = 8) -> list[QA]:
     pa, pb = unique_phrase(scene, a), unique_phrase(scene, b)
     oa, ob = objs[a], objs[b]
     if pa and pb and abs(oa.x - ob.x) > _RELATION_MARGIN:
-      side = _pick(rng, ("left", "right"))
+      side = pick(rng, ("left", "right"))
       truth = oa.x < ob.x if side == "left" else oa.x > ob.x
       add("relation", f"Is {pa} to the {side} of {pb}?", _yes_no(truth))
     if pa and pb and abs(oa.y - ob.y) > _RELATION_MARGIN:
@@ -355,7 +357,7 @@ def sample_motions(scene: Scene, rng: np.random.Generator, num_frames: int) -> l
   moving = rng.random(n) < 0.6
   moving[int(rng.integers(n))] = True
   starts = rng.permutation(max(num_frames // 2, n))[:n]
-  return [Motion(_pick(rng, list(DIRECTIONS)) if m else None, int(s))
+  return [Motion(pick(rng, list(DIRECTIONS)) if m else None, int(s))
           for m, s in zip(moving, starts)]
 
 

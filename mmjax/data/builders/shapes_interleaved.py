@@ -88,20 +88,16 @@ def generate_episode(config: common.ShapesConfig, split: str, index: int) -> dic
           "query_answers": np.array(answers[-1], dtype=object)}
 
 
-def _choice(rng: np.random.Generator, seq):
-  return seq[int(rng.integers(len(seq)))]
-
-
 def _binding_scene(rng: np.random.Generator, colour: str, heldout: bool) -> world.Scene:
   """One object of `colour`, any shape, size, shading, place and background; its (colour,
   shape) pair is held out exactly when `heldout`."""
   shapes = [s for s in world.SHAPES if ((colour, s) in world.HELDOUT_PAIRS) == heldout]
-  size = _choice(rng, list(world.SIZES))
+  size = world.pick(rng, list(world.SIZES))
   r = world.SIZES[size]
   x, y = rng.uniform(r + 0.02, 1 - r - 0.02, size=2)
-  obj = world.Obj(_choice(rng, shapes), colour, size, _choice(rng, world.SHADINGS), float(x),
+  obj = world.Obj(world.pick(rng, shapes), colour, size, world.pick(rng, world.SHADINGS), float(x),
                   float(y))
-  return world.Scene(_choice(rng, list(world.BACKGROUNDS)), (obj,))
+  return world.Scene(world.pick(rng, list(world.BACKGROUNDS)), (obj,))
 
 
 def generate_binding(config: common.ShapesConfig, split: str, index: int) -> dict:
@@ -110,8 +106,8 @@ def generate_binding(config: common.ShapesConfig, split: str, index: int) -> dic
   heldout = split == "heldout"
   # On held-out pairs the query's colour must have a held-out shape (the supports never do).
   colours = sorted({c for c, _ in world.HELDOUT_PAIRS}) if heldout else list(world.COLOURS)
-  query_colour = _choice(rng, colours)
-  other = _choice(rng, [c for c in world.COLOURS if c != query_colour])
+  query_colour = world.pick(rng, colours)
+  other = world.pick(rng, [c for c in world.COLOURS if c != query_colour])
   pair = [query_colour, other] if rng.random() < 0.5 else [other, query_colour]
   words = [str(w) for w in rng.choice(BINDING_WORDS, size=2, replace=False)]
   # One image of each word per pair, so the last 2k supports hold k of each (k-shot prompts).
