@@ -82,9 +82,18 @@ FEWSHOT_MAX_LEN = 640
 # Stage 3's training episodes by default (flamingo_ablations' rows): 4 supports, of which the
 # 4 media slots hold the query and the 3 nearest, in 64-token rows (--shots, --text_length).
 TRAIN_SHOTS, TEXT_LENGTH = 4, fa.COMMON["text_length"]
-# What stage 3's interleaved slot holds: few-shot episodes of the shapes tasks, M3W-like
-# documents, or fast-binding episodes (two colours named by made-up words).
-INTERLEAVED = ("episodes", "documents", "binding")
+# What stage 3's interleaved slot holds: few-shot episodes of the shapes tasks (each caption in
+# any template, or every caption of an episode in one house style), M3W-like documents, or
+# fast-binding episodes (two colours named by made-up words).
+INTERLEAVED = ("episodes", "styled_episodes", "documents", "binding")
+# House-style few-shot (fewshot.py's house_style): one caption style per query, shown only by
+# the demonstrations; 1 and 2 shots too, where a style first becomes readable.
+STYLE_SHOTS = (0, 1, 2, 4, 8, 16, 32)
+# Generated tokens for a house-style caption: the longest style lists six objects (~45 pieces).
+STYLE_MAX_NEW = 48
+# The rows of the few-shot table: (evaluator name before _split, metric).
+FEWSHOT_ROWS = (("captioning", "cider"), ("vqa", "accuracy"), ("captioning_style", "cider"),
+                ("captioning_style", "style_match"), ("vqa_style", "accuracy"))
 
 
 def _load(spec: str, overrides: Sequence[str]) -> ml_collections.ConfigDict:
@@ -237,7 +246,7 @@ def stage3_config(scale: str, seed: int, steps: int, stage_dirs: dict[str, str],
   over += [f"data.interleaved_kind={interleaved}"]
   if interleaved != "documents" and (shots, text_length) != (TRAIN_SHOTS, TEXT_LENGTH):
     # A binding episode has `shots` images per word, two words.
-    media = shots + 1 if interleaved == "episodes" else 2 * shots + 1
+    media = 2 * shots + 1 if interleaved == "binding" else shots + 1
     over += [f"data.shots={shots}", f"data.max_media={media}",
              f"data.text_length={text_length}"]
   elif text_length != TEXT_LENGTH:
@@ -248,8 +257,9 @@ def stage3_config(scale: str, seed: int, steps: int, stage_dirs: dict[str, str],
 
 
 def stage3_evals(seed: int, size: str) -> ml_collections.ConfigDict:
-  """Few-shot captioning / VQA at SHOTS on both SPLITS (demonstrations drawn with `seed`),
-  greedy samples on held-out pairs, and the video-QA hook."""
+  """Few-shot captioning / VQA at SHOTS on both SPLITS (demonstrations drawn with `seed`), the
+  same in house style at STYLE_SHOTS, greedy samples on held-out pairs, and the video-QA
+  hook."""
   small = size in ("small", "smoke")
   evals: dict[str, dict[str, Any]] = {}
   for split in SPLITS:
@@ -260,6 +270,15 @@ def stage3_evals(seed: int, size: str) -> ml_collections.ConfigDict:
           type="fewshot", task=task, split=split, shots=(0, 2) if small else SHOTS,
           seeds=(seed,), num_examples=4 if small else 32, pool_size=16 if small else 256,
           max_new_tokens=(8 if small else 16) if task == "captioning" else 4,
+          **suites.SHAPES_FORMATS[task])
+      if size == "smoke" and task == "vqa":
+        continue  # CI: house style for captioning on unseen scenes only
+      captioning = task == "captioning"
+      evals[f"{task}_style_{split}"] = dict(
+          type="fewshot", task=task, split=split, house_style=True,
+          shots=(0, 1) if small else STYLE_SHOTS, seeds=(seed,),
+          num_examples=4 if small else 32, pool_size=16 if small else 256,
+          max_new_tokens=(8 if small else STYLE_MAX_NEW) if captioning else 4,
           **suites.SHAPES_FORMATS[task])
   for split in SPLITS if size != "smoke" else ("validation",):
     evals[f"binding_{split}"] = dict(type="binding", split=split,
@@ -291,14 +310,16 @@ def run_stage(config: ml_collections.ConfigDict, workdir: str, evals: ml_collect
 
 def fewshot_table(runs: Sequence[dict[str, Any]]
                   ) -> dict[str, dict[int, tuple[float, float, int]]]:
-  """{'captioning_validation': {shots: (mean, std, number of runs)}, ...} from stage-3 runs.
+  """{'captioning_validation': {shots: (mean, std, number of runs)}, ...} from stage-3 runs,
+  a row per FEWSHOT_ROWS entry and split that the runs have ('captioning_style_validation
+  style_match': how often the generation is in the query's house style).
 
   A run that skipped a cell (its prompt did not fit lm.max_len) leaves it out of the mean;
   the count says over how many runs the cell was averaged, so the report can say so.
   """
   table: dict[str, dict[int, tuple[float, float, int]]] = {}
   for split in SPLITS:
-    for task, metric in (("captioning", "cider"), ("vqa", "accuracy")):
+    for task, metric in FEWSHOT_ROWS:
       name = f"{task}_{split}"
       row = {}
       found = {int(k.split("/")[1].split("shot_")[0]) for r in runs for k in r
@@ -308,7 +329,8 @@ def fewshot_table(runs: Sequence[dict[str, Any]]
         values = [r[key] for r in runs if isinstance(r.get(key), (int, float))]
         if values:
           row[shots] = (*reporting.mean_std(values), len(values))
-      table[name] = row
+      if row or task in ("captioning", "vqa"):
+        table[name if metric != "style_match" else f"{name} style_match"] = row
   return table
 
 
@@ -336,6 +358,12 @@ def binding_table(runs: Sequence[dict[str, Any]]) -> list[str]:
     if any(c != "skipped / not run" for c in cells):
       lines.append(f"| {split} | " + " | ".join(cells) + " |")
   return lines
+
+
+STYLE_LEGEND = (" '_style' rows: house style (each query's one reference is written in one "
+                "caption style, which only its demonstrations show; VQA demonstrations ask the "
+                "query's kind of question); 'style_match': the share of generations written "
+                "in the query's style.")
 
 
 def _cell(mean: float, std: float, count: int, total: int) -> str:
@@ -385,7 +413,8 @@ def report(saved: dict[str, Any]) -> str:
               "",
               "Few-shot, random demonstrations from the training split, the shapes training "
               "formats; mean ± std over training seeds. CIDEr for captioning, VQA accuracy "
-              "for questions. 'heldout' = colour-shape pairs never seen in training.", "",
+              "for questions. 'heldout' = colour-shape pairs never seen in training." +
+              (STYLE_LEGEND if any("_style_" in name for name in table) else ""), "",
               "| task / split | " + " | ".join(f"{s} shots" for s in shots_cols) + " |",
               "|---|" + "---|" * len(shots_cols)]
     for name, row in table.items():

@@ -89,9 +89,10 @@ def default_data_config(**overrides) -> ml_collections.ConfigDict:
   # Real datasets (emoji, tuxpaint, fashion_mnist, text): cap on the examples prepared per split
   # (None: all of them), for tests and smoke runs; the generated datasets use num_train/num_eval.
   c.max_examples = None
-  # shapes_interleaved: 'documents' (M3W-like), 'episodes' (few-shot) or 'binding' (two
-  # colours named by new words, mmjax/evaluators/binding.py), and the support examples per
-  # episode ('binding': per word).
+  # shapes_interleaved: 'documents' (M3W-like), 'episodes' (few-shot, each caption in any
+  # template), 'styled_episodes' (few-shot, an episode's captions in one house style) or
+  # 'binding' (two colours named by new words, mmjax/evaluators/binding.py), and the support
+  # examples per episode ('binding': per word).
   c.interleaved_kind = "documents"
   c.shots = 4
   # chat only (conversations, mmjax/data/conversation.py): the chat template ('chatml', or

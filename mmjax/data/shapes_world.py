@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import re
 from typing import Sequence
 
 import numpy as np
@@ -83,7 +84,11 @@ class Scene:
   @classmethod
   def from_json(cls, text: str | bytes) -> "Scene":
     """Inverse of `to_json`."""
-    d = json.loads(text)
+    return cls.from_dict(json.loads(text))
+
+  @classmethod
+  def from_dict(cls, d: dict) -> "Scene":
+    """The scene of a parsed `to_json` (as evaluators' records hold it)."""
     return cls(d["background"], tuple(Obj(**o) for o in d["objects"]))
 
 
@@ -210,33 +215,71 @@ def _article(phrase: str) -> str:
   return ("an " if phrase[0] in "aeiou" else "a ") + phrase
 
 
-def captions(scene: Scene, rng: np.random.Generator, num: int = 5) -> list[str]:
-  """`num` captions of the scene in varied templates (all true of the image)."""
+# The caption templates by name ("house styles"). Every scene has the first six; the two
+# relation styles need two objects apart by the relation margin. A real captioning benchmark
+# writes in one house style (COCO's is not Flickr's), and in-context demonstrations are how
+# Flamingo learns which (mmjax/evaluators/fewshot.py's `house_style`).
+CAPTION_STYLES = ("count_listing", "picture_of", "first_on_background", "count_shapes",
+                  "scene_with", "last_in_picture", "left_right", "above_below")
+ALWAYS_STYLES = CAPTION_STYLES[:6]
+# What identifies a style from a caption's beginning (a generation may stop mid-list); tried in
+# this order, so a more specific opening wins ("A picture of a red circle above ..." is
+# picture_of).
+_STYLE_OPENINGS = (
+    ("picture_of", r"A picture of "),
+    ("scene_with", r"An? [a-z]+ scene with "),
+    ("count_listing", r"[A-Za-z0-9]+ objects? on an? [a-z]+ background:"),
+    ("count_shapes", r"There (is|are) [A-Za-z0-9]+ shapes? in this image"),
+    ("last_in_picture", r"An? [a-z ]+ is in the picture"),
+    ("left_right", r"An? [a-z ]+ to the (left|right) of "),
+    ("above_below", r"An? [a-z ]+ (above|below) an? "),
+    ("first_on_background", r"An? [a-z ]+ on an? [a-z]+ background\."),
+)
+
+
+def styled_captions(scene: Scene, rng: np.random.Generator | None = None) -> dict[str, str]:
+  """The scene's caption in each style it has, by style name, in CAPTION_STYLES order (all
+  true of the image). Counts are sometimes digits with an `rng`, always words without."""
   objs = scene.objects
   n = len(objs)
   listing = ", ".join(_article(o.words()) for o in objs)
-  candidates = [
-      f"{count_words(n, rng).capitalize()} object{'s' if n > 1 else ''} on a {scene.background} "
-      f"background: {listing}.",
-      f"A picture of {listing}.",
-      f"{_article(objs[0].words(('colour', 'shape'))).capitalize()} on a {scene.background} "
-      "background.",
-      f"There {'are' if n > 1 else 'is'} {count_words(n, rng)} "
-      f"shape{'s' if n > 1 else ''} in this image.",
-      f"A {scene.background} scene with {listing}.",
-      f"{_article(objs[-1].words(('size', 'shading', 'colour', 'shape'))).capitalize()} "
-      "is in the picture.",
-  ]
+  last = objs[-1].words(("size", "shading", "colour", "shape"))
+  out = {
+      "count_listing": f"{count_words(n, rng).capitalize()} object{'s' if n > 1 else ''} on a "
+                       f"{scene.background} background: {listing}.",
+      "picture_of": f"A picture of {listing}.",
+      "first_on_background": f"{_article(objs[0].words(('colour', 'shape'))).capitalize()} on a "
+                             f"{scene.background} background.",
+      "count_shapes": f"There {'are' if n > 1 else 'is'} {count_words(n, rng)} "
+                      f"shape{'s' if n > 1 else ''} in this image.",
+      "scene_with": f"A {scene.background} scene with {listing}.",
+      "last_in_picture": f"{_article(last).capitalize()} is in the picture.",
+  }
   if n > 1:
     a, b = objs[0], objs[1]
     if abs(a.x - b.x) > _RELATION_MARGIN:
       side = "left" if a.x < b.x else "right"
-      candidates.append(f"{_article(a.words()).capitalize()} to the {side} of "
-                        f"{_article(b.words())}.")
+      out["left_right"] = (f"{_article(a.words()).capitalize()} to the {side} of "
+                           f"{_article(b.words())}.")
     if abs(a.y - b.y) > _RELATION_MARGIN:
       where = "above" if a.y < b.y else "below"
-      candidates.append(f"{_article(a.words(('colour', 'shape'))).capitalize()} {where} "
-                        f"{_article(b.words(('colour', 'shape')))}.")
+      out["above_below"] = (f"{_article(a.words(('colour', 'shape'))).capitalize()} {where} "
+                            f"{_article(b.words(('colour', 'shape')))}.")
+  return out
+
+
+def caption_style(text: str) -> str | None:
+  """The style a caption is written in, read from its opening (None: no style's)."""
+  text = text.strip()
+  for style, pattern in _STYLE_OPENINGS:
+    if re.match(pattern, text):
+      return style
+  return None
+
+
+def captions(scene: Scene, rng: np.random.Generator, num: int = 5) -> list[str]:
+  """`num` captions of the scene in varied templates (all true of the image)."""
+  candidates = list(styled_captions(scene, rng).values())
   order = rng.permutation(len(candidates))[:num]
   return [candidates[i] for i in order]
 

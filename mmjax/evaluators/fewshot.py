@@ -11,6 +11,15 @@ query). Each shot count is run for every seed and reported as mean and std (CIDE
 captioning, VQAv2 accuracy for vqa). Shot counts whose prompt would not fit in lm.max_len are
 reported as skipped rather than truncated.
 
+House style (`house_style=True`, dataset 'shapes', random selection). The references above
+hold five captions of every image in five templates, so any template scores and the
+demonstrations have nothing to teach about the query's; a real benchmark writes in one house
+style (COCO's captions are not Flickr's), and Flamingo's captioning curve rises largely because
+the shots show it. Here each query gets one style (shapes_world.ALWAYS_STYLES, drawn per query
+and seed), its demonstrations are captions in that style, and its one reference is its own
+caption in that style; `…_style_match` reports how often the generation is written in it
+(shapes_world.caption_style). For vqa the demonstrations ask the query's kind of question.
+
 The formats are the papers'; a model trained on other prompts (the shapes tasks train on
 `<image>{caption}` and `<image>Question: q Answer: a`) is evaluated in its own format by the
 config fields `demo` / `query` (see mmjax/evaluators/suites.py).
@@ -22,6 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from mmjax.data import shapes_world as world
 from mmjax.evaluators import EvalContext, captioning, common, register, require, vqa
 from mmjax.evaluators import embeddings as emb_lib
 
@@ -55,7 +65,9 @@ class FewShotEvaluator:
   demo / query (prompt formats with {caption} or {question}/{answer}; default: the papers'),
   dataset ('shapes'; 'shapes_video': queries and demonstrations are clips of data.num_frames
   frames, selected at random), single_frame (video: every clip, demos too, is its middle frame
-  repeated)."""
+  repeated), house_style (False; True: one caption style per query, shown by its
+  demonstrations and alone in its reference, or demonstrations of the query's question kind;
+  see the module docstring)."""
 
   def __init__(self, name: str, config: Any, context: EvalContext):
     self.name, self.config, self.context = name, config, context
@@ -68,6 +80,10 @@ class FewShotEvaluator:
         config.get("dataset", "shapes") == "shapes_video":
       raise ValueError(f"evals.{name}: selection='rices' ranks single images; use 'random' "
                        "for dataset 'shapes_video'")
+    if config.get("house_style", False) and (config.get("selection", "random") != "random" or
+                                             config.get("dataset", "shapes") != "shapes"):
+      raise ValueError(f"evals.{name}: house_style=True needs selection='random' and dataset "
+                       "'shapes' (the styles are those of shapes_world's scenes)")
 
   def _examples(self, records: Sequence[dict], seed: int) -> list[dict]:
     """One (caption) or one question per record, chosen per seed."""
@@ -82,6 +98,44 @@ class FewShotEvaluator:
         out.append({"question": r["questions"][j], "answer": r["answer"][j],
                     "answers": r["answers"][j]})
     return out
+
+  def _house_style(self, records: Sequence[dict], pool: Sequence[dict], seed: int, shots: int
+                   ) -> tuple[list[dict], list[list[dict]], list[np.ndarray]]:
+    """(queries, their demonstrations, the demonstrations' pool indices) in house style:
+    captioning draws a style per query and writes its reference and demonstrations in it; vqa
+    draws a question per query and demonstrations that ask the same kind. The queries depend
+    on `seed` alone, so every shot count asks the same ones."""
+    ask, show = np.random.default_rng(seed), np.random.default_rng([seed, shots])
+    queries, demos, chosen = [], [], []
+    if self.config.get("task", "captioning") == "captioning":
+      pool_caps = [world.styled_captions(world.Scene.from_dict(p["scene"])) for p in pool]
+      for r in records:
+        caps = world.styled_captions(world.Scene.from_dict(r["scene"]))
+        style = world.pick(ask, world.ALWAYS_STYLES)
+        idx = show.choice(len(pool), shots, replace=False)
+        queries.append({"caption": caps[style], "captions": [caps[style]], "style": style})
+        demos.append([{"caption": pool_caps[j][style]} for j in idx])
+        chosen.append(idx)
+      return queries, demos, chosen
+    for r in records:
+      j = int(ask.integers(len(r["questions"])))
+      kind = r["question_types"][j]
+      candidates = [i for i, p in enumerate(pool) if kind in p["question_types"]]
+      if len(candidates) < shots:
+        raise ValueError(f"evals.{self.name}: {shots} shots of {kind!r} questions, but only "
+                         f"{len(candidates)} of the pool's {len(pool)} training scenes have "
+                         "one; raise pool_size")
+      idx = show.choice(np.array(candidates, np.int64), shots, replace=False)
+      queries.append({"question": r["questions"][j], "answer": r["answer"][j],
+                      "answers": r["answers"][j]})
+      row = []
+      for i in idx:
+        p = pool[i]
+        k = world.pick(show, [n for n, t in enumerate(p["question_types"]) if t == kind])
+        row.append({"question": p["questions"][k], "answer": p["answer"][k]})
+      demos.append(row)
+      chosen.append(idx)
+    return queries, demos, chosen
 
   def _prompt(self, demos: Sequence[dict], query: dict) -> str:
     captioning = self.config.get("task", "captioning") == "captioning"
@@ -113,15 +167,18 @@ class FewShotEvaluator:
     metric = "cider" if cfg.get("task", "captioning") == "captioning" else "accuracy"
     results = {}
     for shots in cfg.get("shots", (0, 4, 8, 16, 32)):
-      values = []
+      values, styles = [], []
       for seed in cfg.get("seeds", (0, 1, 2)):
-        queries, demos_pool = self._examples(records, seed), self._examples(pool, seed + 1000)
-        if cfg.get("selection", "random") == "rices":
-          chosen = rices_neighbours(q_feat, p_feat, shots)
+        if cfg.get("house_style", False):
+          queries, demos, chosen = self._house_style(records, pool, seed, shots)
         else:
-          chosen = random_demos(len(records), len(pool), shots, seed)
-        prompts = [self._prompt([demos_pool[j] for j in row], q)
-                   for row, q in zip(chosen, queries)]
+          queries, demos_pool = self._examples(records, seed), self._examples(pool, seed + 1000)
+          if cfg.get("selection", "random") == "rices":
+            chosen = rices_neighbours(q_feat, p_feat, shots)
+          else:
+            chosen = random_demos(len(records), len(pool), shots, seed)
+          demos = [[demos_pool[j] for j in row] for row in chosen]
+        prompts = [self._prompt(d, q) for d, q in zip(demos, queries)]
         longest = max(1 + len(tok.encode(p)) for p in prompts) + max_new
         if longest > family.lm_config.max_len:
           values = None
@@ -130,9 +187,15 @@ class FewShotEvaluator:
         preds = common.greedy_texts(family, params, tok, prompts, media, max_new, stops,
                                     cfg.get("batch_size", 32))
         values.append(self._score(preds, queries))
+        if "style" in queries[0]:
+          styles.append(float(np.mean([world.caption_style(p) == q["style"]
+                                       for p, q in zip(preds, queries)])))
       key = f"{self.name}/{shots}shot_{metric}"
       if values is None:
         results[key] = f"skipped: prompt exceeds lm.max_len {family.lm_config.max_len}"
         continue
       results[key], results[f"{key}_std"] = common.mean_std(values)
+      if styles:
+        key = f"{self.name}/{shots}shot_style_match"
+        results[key], results[f"{key}_std"] = common.mean_std(styles)
     return results

@@ -48,6 +48,10 @@ def test_every_stage_trained_and_was_evaluated(smoke):
     assert 0.0 <= run[f"captioning_validation/{shots}shot_cider"] <= 10.0
     assert 0.0 <= run[f"vqa_heldout/{shots}shot_accuracy"] <= 1.0
   assert any(k.startswith("samples/qa") for k in run)
+  # House style (captioning on unseen scenes): a style is unknowable at 0 shots.
+  for shots in (0, 1):
+    assert 0.0 <= run[f"captioning_style_validation/{shots}shot_cider"] <= 10.0
+    assert 0.0 <= run[f"captioning_style_validation/{shots}shot_style_match"] <= 1.0
   # Fast binding, with the real model: a word is unknowable at 0 shots.
   assert run["binding_validation/0shot_accuracy"] == 0.0
   assert 0.0 <= run["binding_validation/1shot_accuracy"] <= 1.0
@@ -55,6 +59,9 @@ def test_every_stage_trained_and_was_evaluated(smoke):
   assert "Fast binding" in md and "| validation | 0.000 ± 0.000 (0.00) |" in md
   table = recipe.fewshot_table(saved["stage3"])
   assert table["vqa_heldout"][2] == (run["vqa_heldout/2shot_accuracy"], 0.0, 1)
+  assert table["captioning_style_validation style_match"][1] == (
+      run["captioning_style_validation/1shot_style_match"], 0.0, 1)
+  assert "vqa_style_heldout" not in table and "'style_match': the share" in md
   for title in ("## Stage 1", "## Stage 2", "## Stage 3: Flamingo", "vqa_heldout",
                 "Samples"):
     assert title in md, title
@@ -85,6 +92,10 @@ def test_stage3_is_the_recipe():
   assert config.model.lm.max_len == recipe.FEWSHOT_MAX_LEN and config.seed == 1
   assert recipe.stage3_config("micro", 0, 10, DIRS, "documents").data.interleaved_kind == \
       "documents"
+  styled = recipe.stage3_config("micro", 0, 10, DIRS, "styled_episodes", shots=8,
+                                text_length=160)
+  assert (styled.data.interleaved_kind, styled.data.shots, styled.data.max_media) == \
+      ("styled_episodes", 8, 9)
   with pytest.raises(ValueError, match="--interleaved"):
     recipe.stage3_config("micro", 0, 10, DIRS, "papers")
   # The paper's closed gates by default; --gate_init starts them off zero.

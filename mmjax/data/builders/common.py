@@ -25,9 +25,10 @@ TEXTS = tfds.features.Sequence(tfds.features.Text())
 ANSWERS = tfds.features.Tensor(shape=(None, 10), dtype=np.object_)
 
 
-# What shapes_interleaved holds: M3W-like documents, few-shot episodes of the shapes tasks, or
-# fast-binding episodes that name two colours with new words.
-KINDS = ("documents", "episodes", "binding")
+# What shapes_interleaved holds: M3W-like documents, few-shot episodes of the shapes tasks (with
+# each caption in any template, or, 'styled_episodes', every caption of an episode in one house
+# style), or fast-binding episodes that name two colours with new words.
+KINDS = ("documents", "episodes", "styled_episodes", "binding")
 
 
 @dataclasses.dataclass(eq=False)
@@ -38,9 +39,10 @@ class ShapesConfig(tfds.core.BuilderConfig):
   num_eval: int = 256  # Examples in each of 'validation', 'test' and 'heldout'.
   seed: int = 0  # Base seed of every split.
   num_frames: int = 8  # Frames per clip (shapes_video only).
-  # shapes_interleaved only: 'documents', 'episodes' or 'binding' (see shapes_interleaved.py).
+  # shapes_interleaved only: one of KINDS (see shapes_interleaved.py).
   kind: str = "documents"
-  # Support examples per few-shot episode (kind='episodes'), or per word (kind='binding').
+  # Support examples per few-shot episode (kind='episodes' / 'styled_episodes'), or per word
+  # (kind='binding').
   shots: int = 4
 
 

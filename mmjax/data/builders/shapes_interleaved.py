@@ -5,7 +5,12 @@ Config kind 'documents': `texts` has one more entry than `images`: texts[0] come
 image and texts[i + 1] follows image i (the pipeline writes `<image>` before image i's chunk and
 `<|endofchunk|>` after it). Config kind 'episodes': `images[:shots]` are the support examples with
 `prompts` (the question, or '' for captioning) and `targets` (caption or answer);
-the last image is the query.
+the last image is the query. Config kind 'styled_episodes': the same, except that every caption
+of a captioning episode is written in one house style (`style`, one of
+shapes_world.ALWAYS_STYLES, drawn per episode), as the pages of one web site or the captions of
+one benchmark are. In 'episodes' each caption takes any template, so the demonstrations say
+nothing about the query's; here they say which style it is in, the thing a model must learn
+from context to write a benchmark's style (mmjax/evaluators/fewshot.py's `house_style`).
 
 Config kind 'binding' (fast concept binding, Tsimpoukelli et al. 2021, "Frozen" §4.2): two
 colours get two new words, in the same fields as 'episodes'. `shots` pairs of supports ("This is
@@ -64,10 +69,13 @@ def generate_document(config: common.ShapesConfig, split: str, index: int) -> di
 
 
 def generate_episode(config: common.ShapesConfig, split: str, index: int) -> dict:
-  """A few-shot episode; even indices are captioning, odd ones VQA."""
+  """A few-shot episode; even indices are captioning, odd ones VQA. kind='styled_episodes':
+  one caption style per captioning episode ('' for VQA)."""
   rng = common.example_rng(config, split, index)
   task = "caption" if index % 2 == 0 else "vqa"
   kind = _EPISODE_KINDS[int(rng.integers(len(_EPISODE_KINDS)))]
+  styled = config.kind == "styled_episodes"
+  style = world.pick(rng, world.ALWAYS_STYLES) if styled and task == "caption" else ""
   images, prompts, targets, answers = [], [], [], []
   for i in range(config.shots + 1):
     # Only the query may carry a held-out pair: support examples come from the training world.
@@ -75,7 +83,8 @@ def generate_episode(config: common.ShapesConfig, split: str, index: int) -> dic
     scene = world.sample_scene(rng, heldout=mode)
     images.append(world.png_bytes(world.render(scene, config.image_size)))
     if task == "caption":
-      cap = world.captions(scene, rng, num=1)[0]
+      cap = world.styled_captions(scene, rng)[style] if style else \
+          world.captions(scene, rng, num=1)[0]
       prompts.append("")
       targets.append(cap)
       answers.append([cap] * world.NUM_ANSWERS)
@@ -84,8 +93,11 @@ def generate_episode(config: common.ShapesConfig, split: str, index: int) -> dic
       prompts.append(qa.question)
       targets.append(qa.answer)
       answers.append(list(qa.answers))
-  return {"images": images, "prompts": prompts, "targets": targets, "task": task,
-          "query_answers": np.array(answers[-1], dtype=object)}
+  episode = {"images": images, "prompts": prompts, "targets": targets, "task": task,
+             "query_answers": np.array(answers[-1], dtype=object)}
+  if styled:
+    episode["style"] = style
+  return episode
 
 
 def _binding_scene(rng: np.random.Generator, colour: str, heldout: bool) -> world.Scene:
@@ -139,6 +151,8 @@ class ShapesInterleaved(common.ProceduralBuilder):
                                                         dtype=np.object_)}
       if self.builder_config.kind == "binding":
         features["scenes"] = common.TEXTS
+      if self.builder_config.kind == "styled_episodes":
+        features["style"] = tfds.features.Text()  # The captions' style; '' for VQA.
     return tfds.core.DatasetInfo(builder=self, description=__doc__,
                                  features=tfds.features.FeaturesDict(features))
 
@@ -149,6 +163,7 @@ class ShapesInterleaved(common.ProceduralBuilder):
 
   def _generate_examples(self, split: str, num: int):
     gen = {"documents": generate_document, "episodes": generate_episode,
+           "styled_episodes": generate_episode,
            "binding": generate_binding}[self.builder_config.kind]
     for i in range(num):
       yield i, gen(self.builder_config, split, i)
