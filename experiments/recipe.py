@@ -76,8 +76,9 @@ STAGE1 = ("clip", "siglip", "lit")
 # numeric results land in the stage-3 table (left out of --eval_size smoke).
 VIDEO_QA_EVAL: dict[str, dict[str, Any]] = {
     "video_vqa": dict(type="vqa", dataset="shapes_video", num_examples=64)}
-# The KV-cache bound of stage 3: a 32-shot prompt of shapes captions / questions (33 images and
-# their text) is about 500 tokens; rotary positions, so no parameter depends on it.
+# The KV-cache bound of stage 3 by default (--max_len): a 32-shot prompt of shapes captions /
+# questions (33 images and their text) is about 500 tokens (house style: up to ~1,400, for the
+# styles that list every object); rotary positions, so no parameter depends on it.
 FEWSHOT_MAX_LEN = 640
 # Stage 3's training episodes by default (flamingo_ablations' rows): 4 supports, of which the
 # 4 media slots hold the query and the 3 nearest, in 64-token rows (--shots, --text_length).
@@ -157,7 +158,8 @@ def stage2_config(scale: str, steps: int, use_text: bool, max_examples: int | No
                   text_length: int = TEXT_LENGTH) -> ml_collections.ConfigDict:
   """Our small LM shaped like the Flamingo preset's, on `text` + the text of every shapes
   dataset (flamingo_ablations.lm_overrides without `text` when it is not installed), in rows
-  of `text_length` tokens (stage 3's, so that its rotary positions were trained)."""
+  of `text_length` tokens (stage 3's, so that its rotary positions were trained; the LM's
+  max_len grows to fit them)."""
   if scale == "smollm2":
     raise ValueError("--scale smollm2 does not train stage 2: its LM is SmolLM2 from the GGUF")
   spec, over = fa.lm_overrides(scale, steps)
@@ -167,6 +169,9 @@ def stage2_config(scale: str, steps: int, use_text: bool, max_examples: int | No
   if max_examples:
     over.append(f"data.max_examples={max_examples}")
   over.append(f"data.text_length={text_length}")
+  if text_length > _load(spec, []).model.max_len:
+    # Rows longer than the preset's context: rotary positions, so only the bound moves.
+    over.append(f"model.max_len={text_length}")
   return _without_evals(_load(spec, over))
 
 
@@ -224,7 +229,8 @@ def stage2_evals(use_text: bool, size: str) -> ml_collections.ConfigDict:
 def stage3_config(scale: str, seed: int, steps: int, stage_dirs: dict[str, str],
                   interleaved: str = "episodes", row: fa.Row = fa.ROWS[0],
                   gate_init: float = 0.0, shots: int = TRAIN_SHOTS,
-                  text_length: int = TEXT_LENGTH) -> ml_collections.ConfigDict:
+                  text_length: int = TEXT_LENGTH,
+                  max_len: int = FEWSHOT_MAX_LEN) -> ml_collections.ConfigDict:
   """flamingo_ablations' baseline (mixture, frozen towers, init_from stages 1-2) with the
   interleaved slot's kind and a KV cache long enough for 32-shot prompts. smollm2: the same
   mixture on configs/flamingo.py:smollm2 (its own depth and every-3rd-layer gated blocks).
@@ -233,7 +239,9 @@ def stage3_config(scale: str, seed: int, steps: int, stage_dirs: dict[str, str],
   paper's; see experiments/results/recipe_grounding.md). `shots`: support examples per
   training episode (rows hold them all and the query: max_media = shots + 1; binding episodes:
   per word, max_media = 2 * shots + 1); `text_length`:
-  tokens per training row (the few-shot prompts at SHOTS run far longer)."""
+  tokens per training row (the few-shot prompts at SHOTS run far longer); `max_len`: the
+  LM's KV-cache bound, i.e. the longest few-shot prompt evaluated (micro / tiny; smollm2 keeps
+  its preset's)."""
   if interleaved not in INTERLEAVED:
     raise ValueError(f"--interleaved must be one of {INTERLEAVED}, got {interleaved!r}")
   over = fa.flamingo_overrides(_base_scale(scale), row, seed, steps, stage_dirs)
@@ -242,7 +250,7 @@ def stage3_config(scale: str, seed: int, steps: int, stage_dirs: dict[str, str],
                                                  "model.xattn.cross_attn_every_n="))]
     over += ["data.tokenizer=smollm2"]
   else:
-    over += [f"model.lm.max_len={FEWSHOT_MAX_LEN}"]
+    over += [f"model.lm.max_len={max_len}"]
   over += [f"data.interleaved_kind={interleaved}"]
   if interleaved != "documents" and (shots, text_length) != (TRAIN_SHOTS, TEXT_LENGTH):
     # A binding episode has `shots` images per word, two words.
@@ -462,6 +470,9 @@ def main(argv=None) -> int:
                       "media; --interleaved binding: per word, 2 * shots + 1)")
   parser.add_argument("--text_length", type=int, default=TEXT_LENGTH,
                       help="tokens per training row in stages 2 and 3")
+  parser.add_argument("--max_len", type=int, default=FEWSHOT_MAX_LEN,
+                      help="stage 3's KV-cache bound: few-shot prompts longer than this are "
+                      "reported as skipped (training is the same at any value)")
   parser.add_argument("--offline_data", default="auto", choices=("auto", "yes", "no"),
                       help="emoji / tuxpaint / Fashion-MNIST / text ('auto': if installed)")
   parser.add_argument("--max_examples", type=int, default=None,
@@ -537,7 +548,7 @@ def main(argv=None) -> int:
       return [{"seed": seed, **run_stage(
           stage3_config(args.scale, seed, args.steps, dirs, args.interleaved,
                         gate_init=args.gate_init, shots=args.shots,
-                        text_length=args.text_length), workdir,
+                        text_length=args.text_length, max_len=args.max_len), workdir,
           stage3_evals(seed, args.eval_size))}]
 
     sweep_jobs.run_sweep(

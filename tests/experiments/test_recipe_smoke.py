@@ -108,6 +108,9 @@ def test_stage3_is_the_recipe():
   assert (long.data.shots, long.data.max_media, long.data.text_length) == (8, 9, 160)
   assert recipe.stage2_config("micro", 10, False, text_length=160).data.text_length == 160
   assert recipe.stage2_config("micro", 10, False).data.text_length == 64
+  # Rows past the micro LM's 128-token context widen it (rotary: no new parameters).
+  assert recipe.stage2_config("micro", 10, False).model.max_len == 128
+  assert recipe.stage2_config("micro", 10, False, text_length=512).model.max_len == 512
   # Binding episodes: `shots` images per word, two words, then the query.
   bind = recipe.stage3_config("micro", 0, 10, DIRS, "binding", shots=2, text_length=96)
   assert (bind.data.interleaved_kind, bind.data.shots, bind.data.max_media) == ("binding", 2, 5)
