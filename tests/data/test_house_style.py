@@ -101,11 +101,18 @@ def _evaluator(make_config, sp_path, **cfg):
   return fewshot.FewShotEvaluator("hs", config, EvalContext(family, make_config(), tok)), tok
 
 
-def test_house_style_demos_and_reference_share_the_query_style(make_config, sp_path):
-  ev, _ = _evaluator(make_config, sp_path, task="captioning")
+@pytest.fixture(name="records_and_pool")
+def _records_and_pool(make_config):
+  """8 validation queries and a pool of 64 training scenes, as the evaluator loads them."""
   data = make_config()
-  records = eval_common.load_records(data, "validation", 8)
-  pool = eval_common.load_records(data, "train", 64)
+  return (eval_common.load_records(data, "validation", 8),
+          eval_common.load_records(data, "train", 64))
+
+
+def test_house_style_demos_and_reference_share_the_query_style(make_config, sp_path,
+                                                               records_and_pool):
+  ev, _ = _evaluator(make_config, sp_path, task="captioning")
+  records, pool = records_and_pool
   q0, d0, c0 = ev._house_style(records, pool, 0, 0)  # pylint: disable=protected-access
   q4, d4, c4 = ev._house_style(records, pool, 0, 4)  # pylint: disable=protected-access
   assert q0 == q4  # the same queries at every shot count
@@ -120,11 +127,9 @@ def test_house_style_demos_and_reference_share_the_query_style(make_config, sp_p
   assert len({q["style"] for q in q4}) > 1
 
 
-def test_house_style_vqa_demos_ask_the_query_kind(make_config, sp_path):
+def test_house_style_vqa_demos_ask_the_query_kind(make_config, sp_path, records_and_pool):
   ev, _ = _evaluator(make_config, sp_path, task="vqa")
-  data = make_config()
-  records = eval_common.load_records(data, "validation", 8)
-  pool = eval_common.load_records(data, "train", 64)
+  records, pool = records_and_pool
   queries, demos, chosen = ev._house_style(records, pool, 1, 3)  # pylint: disable=protected-access
   for r, q, row, idx in zip(records, queries, demos, chosen):
     kind = r["question_types"][r["questions"].index(q["question"])]
