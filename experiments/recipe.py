@@ -9,6 +9,9 @@ into experiments/results/recipe.{json,md}.
                                   # stage 3 with the tanh gates off zero (recipe_grounding.py)
     python experiments/recipe.py --steps 1000 --gate_init 0.1 --shots 8 --text_length 160 \
         --name recipe_long_episodes   # 8-shot training episodes whose rows hold them whole
+    python experiments/recipe.py --steps 1000 --gate_init 0.1 --shots 8 --text_length 160 \
+        --interleaved styled_episodes --max_len 1536 --name recipe_style_tiny
+                                  # episodes in one caption style per episode (house style)
 
   stage 1  the vision tower: CLIP (Radford et al. 2021; `--stage1 siglip`: SigLIP, Zhai et al.
            2023; `--stage1 lit`: LiT, Zhai et al. 2022, with the text side locked: the
@@ -27,15 +30,19 @@ into experiments/results/recipe.{json,md}.
            batch per dataset, each its own accumulation micro-batch), both towers frozen and
            initialised from stages 1-2. The interleaved slot holds few-shot episodes by default
            (`--interleaved episodes`: k support image/answer pairs then a query, i.e. the
-           in-context format the few-shot evaluation prompts with), M3W-like documents, or
+           in-context format the few-shot evaluation prompts with; `styled_episodes`: the same
+           with every caption of an episode in one house style), M3W-like documents, or
            fast-binding episodes (`--interleaved binding`: two colours named by made-up words).
            Reported: captioning CIDEr and VQA accuracy at 0/4/8/16/32 shots (random
            demonstrations from the training split, mmjax/evaluators/fewshot.py in the shapes
            training formats) as mean ± std over training seeds, on unseen scenes ('validation')
            and separately on held-out colour-shape pairs ('heldout'); greedy samples beside the
-           ground truth, video QA accuracy on shapes_video clips (VIDEO_QA_EVAL), and
+           ground truth, video QA accuracy on shapes_video clips (VIDEO_QA_EVAL),
            fast-binding accuracy at 0/1/2/4 shots per word (mmjax/evaluators/binding.py: the
-           one few-shot task whose answer only the demonstrations give).
+           one few-shot task whose answer only the demonstrations give), and house-style
+           captioning and VQA at 0/1/2/4/8/16/32 shots ('_style' rows: each query's one
+           reference is in a caption style that only its demonstrations show; `style_match`,
+           how often the generation is in it).
 
 Every stage resumes in its own directory under --workdir and the JSON is rewritten after each
 stage, so an interrupted run goes on where it stopped.
