@@ -84,7 +84,7 @@ STAGE1 = ("clip", "siglip", "lit")
 VIDEO_QA_EVAL: dict[str, dict[str, Any]] = {
     "video_vqa": dict(type="vqa", dataset="shapes_video", num_examples=64)}
 # The KV-cache bound of stage 3 by default (--max_len): a 32-shot prompt of shapes captions /
-# questions (33 images and their text) is about 500 tokens (house style: up to ~1,400, for the
+# questions (33 images and their text) is about 500 tokens (house style: up to ~1,100, for the
 # styles that list every object); rotary positions, so no parameter depends on it.
 FEWSHOT_MAX_LEN = 640
 # Stage 3's training episodes by default (flamingo_ablations' rows): 4 supports, of which the
@@ -97,7 +97,8 @@ INTERLEAVED = ("episodes", "styled_episodes", "documents", "binding")
 # House-style few-shot (fewshot.py's house_style): one caption style per query, shown only by
 # the demonstrations; 1 and 2 shots too, where a style first becomes readable.
 STYLE_SHOTS = (0, 1, 2, 4, 8, 16, 32)
-# Generated tokens for a house-style caption: the longest style lists six objects (~45 pieces).
+# Generated tokens for a house-style caption: the longest style lists six objects (up to 39
+# pieces of shapes_sp).
 STYLE_MAX_NEW = 48
 # The rows of the few-shot table: (evaluator name before _split, metric).
 FEWSHOT_ROWS = (("captioning", "cider"), ("vqa", "accuracy"), ("captioning_style", "cider"),
