@@ -65,7 +65,11 @@ def synthetic_batch(family: family_lib.ModelFamily, config: Any, size: int,
   `<image>` per media item at position 1, every target in the loss."""
   spec = plan.batch_spec(family, config.data, size)
   rng = np.random.default_rng(seed)
-  vocab = config.model.get("vocab_size") or config.model.lm.vocab_size
+  # Token ids below the vocabulary of the LM, of a Flamingo's decoder, or of a two-tower
+  # model's text tower.
+  vocab = next(m.vocab_size for m in (config.model, config.model.get("lm"),
+                                      config.model.get("text"))
+               if m is not None and "vocab_size" in m)
   out = {}
   for key, s in spec.items():
     if key == "media_locations":

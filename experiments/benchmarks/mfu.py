@@ -2,6 +2,9 @@
 
     python experiments/benchmarks/mfu.py [--spec configs/lm.py:tiny] [--steps 5] [field=value ...]
 
+--spec takes an LM preset (given the medium overrides), a Flamingo preset (e.g.
+configs/flamingo.py:smollm2) or a two-tower one (configs/clip.py:micro).
+
 Peak: the median FLOP/s of a 2048^3 fp32 `jnp.dot` (2 n^3 FLOPs). Step FLOPs: the jaxpr count of
 the train step (mmjax/flops.py: matmuls and convolutions, scanned layers times their depth, no
 remat recomputation), i.e. model FLOPs, not XLA's cost analysis. The peak and the step are timed
@@ -60,13 +63,17 @@ def profile(step: C.TrainStep, step_seconds: float, peak: float) -> list[str]:
                                   params)
   grad_flops = C.flops.count_flops(jax.value_and_grad(
       lambda p: step.family.loss(p, batch, rng, train=True)[0]), params)
-  m = step.config.model
+  # Flamingo-style families keep their decoder under model.lm; two-tower models (CLIP) have
+  # no one decoder shape, so they get the times without the per-shape rates.
+  m = step.config.model.lm if "lm" in step.config.model else step.config.model
   lines = ["profile (where the time goes):",
            f"  forward              {fwd_s * 1e3:8.1f} ms  {fwd_flops / fwd_s / 1e9:7.1f} GFLOP/s",
            f"  forward + backward   {bwd_s * 1e3:8.1f} ms  {grad_flops / bwd_s / 1e9:7.1f} GFLOP/s",
            f"  optimizer + rest     {(step_seconds - bwd_s) * 1e3:8.1f} ms  (no matmuls)",
-           f"  whole step           {step_seconds * 1e3:8.1f} ms",
-           "matmul rate at the model's shapes:"]
+           f"  whole step           {step_seconds * 1e3:8.1f} ms"]
+  if "width" not in m:
+    return lines
+  lines.append("matmul rate at the model's shapes:")
   lines += shape_rates(m.width, m.mlp_dim, step.batch_size * step.config.data.text_length,
                        m.num_heads, step.config.data.text_length, m.head_dim, peak)
   return lines

@@ -61,3 +61,20 @@ def test_generate_vs_hf(capsys):
 def test_loss_disagreement_is_refused():
   with pytest.raises(harness.LossMismatchError, match="disagrees"):
     harness.assert_losses_agree([1.0, 2.0], [1.0, 2.1], rtol=1e-4)
+
+
+@pytest.mark.parametrize("spec,per_shape", [("configs/flamingo.py:micro", True),
+                                            ("configs/clip.py:micro", False)])
+def test_mfu_profile_reads_each_family(spec, per_shape):
+  """The MFU profile takes its matmul shapes from the decoder wherever it lives (model.lm for
+  Flamingo, model for an LM) and gives a two-tower model its times without them; a Flamingo
+  spec used to crash on model.width."""
+  import _scale_common as C  # noqa: E402  pylint: disable=import-outside-toplevel,import-error
+  import mfu  # noqa: E402  pylint: disable=import-outside-toplevel,import-error
+  step = C.TrainStep(spec, ["data.batch_size=2"])
+  lines = mfu.profile(step, step_seconds=1.0, peak=1e11)
+  assert lines[0] == "profile (where the time goes):"
+  assert any(line.strip().startswith("whole step") for line in lines)
+  rates = [line for line in lines if "GFLOP/s (" in line]
+  assert ("matmul rate at the model's shapes:" in lines) == per_shape
+  assert len(rates) == (4 if per_shape else 0), lines
