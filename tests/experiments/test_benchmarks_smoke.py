@@ -69,8 +69,8 @@ def test_mfu_profile_reads_each_family(spec, per_shape):
   """The MFU profile takes its matmul shapes from the decoder wherever it lives (model.lm for
   Flamingo, model for an LM) and gives a two-tower model its times without them; a Flamingo
   spec used to crash on model.width."""
-  import _scale_common as C  # noqa: E402  pylint: disable=import-outside-toplevel,import-error
-  import mfu  # noqa: E402  pylint: disable=import-outside-toplevel,import-error
+  import _scale_common as C  # pylint: disable=import-outside-toplevel,import-error
+  import mfu  # pylint: disable=import-outside-toplevel,import-error
   step = C.TrainStep(spec, ["data.batch_size=2"])
   lines = mfu.profile(step, step_seconds=1.0, peak=1e11)
   assert lines[0] == "profile (where the time goes):"
