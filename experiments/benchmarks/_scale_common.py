@@ -65,11 +65,10 @@ def synthetic_batch(family: family_lib.ModelFamily, config: Any, size: int,
   `<image>` per media item at position 1, every target in the loss."""
   spec = plan.batch_spec(family, config.data, size)
   rng = np.random.default_rng(seed)
-  # Token ids below the vocabulary of the LM, of a Flamingo's decoder, or of a two-tower
-  # model's text tower.
-  vocab = next(m.vocab_size for m in (config.model, config.model.get("lm"),
-                                      config.model.get("text"))
-               if m is not None and "vocab_size" in m)
+  # Token ids below the decoder's vocabulary (an LM's or a Flamingo's), else the text tower's
+  # (two-tower models such as CLIP have no decoder).
+  decoder = getattr(family, "lm_config", None)
+  vocab = decoder.vocab_size if decoder is not None else config.model.text.vocab_size
   out = {}
   for key, s in spec.items():
     if key == "media_locations":

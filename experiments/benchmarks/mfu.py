@@ -63,19 +63,20 @@ def profile(step: C.TrainStep, step_seconds: float, peak: float) -> list[str]:
                                   params)
   grad_flops = C.flops.count_flops(jax.value_and_grad(
       lambda p: step.family.loss(p, batch, rng, train=True)[0]), params)
-  # Flamingo-style families keep their decoder under model.lm; two-tower models (CLIP) have
-  # no one decoder shape, so they get the times without the per-shape rates.
-  m = step.config.model.lm if "lm" in step.config.model else step.config.model
+  # The decoder's shapes wherever its config lives (model or model.lm: family.lm_config);
+  # two-tower models (CLIP) have no decoder, so they get the times without per-shape rates.
+  m = getattr(step.family, "lm_config", None)
   lines = ["profile (where the time goes):",
            f"  forward              {fwd_s * 1e3:8.1f} ms  {fwd_flops / fwd_s / 1e9:7.1f} GFLOP/s",
            f"  forward + backward   {bwd_s * 1e3:8.1f} ms  {grad_flops / bwd_s / 1e9:7.1f} GFLOP/s",
            f"  optimizer + rest     {(step_seconds - bwd_s) * 1e3:8.1f} ms  (no matmuls)",
            f"  whole step           {step_seconds * 1e3:8.1f} ms"]
-  if "width" not in m:
+  if m is None:
     return lines
   lines.append("matmul rate at the model's shapes:")
-  lines += shape_rates(m.width, m.mlp_dim, step.batch_size * step.config.data.text_length,
-                       m.num_heads, step.config.data.text_length, m.head_dim, peak)
+  lines += shape_rates(m.width, m.mlp_dim or 4 * m.width,
+                       step.batch_size * step.config.data.text_length, m.num_heads,
+                       step.config.data.text_length, m.dims_per_head, peak)
   return lines
 
 
