@@ -82,7 +82,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
               text=common.text(width=768, num_heads=12))
   elif arg == "tiny":
     m = model(embed_dim=128,
-              vision=common.vit(image_size=64, patch_size=8, width=128, depth=4, num_heads=4),
+              vision=common.vit(**common.TINY_VIT),
               text=common.text(vocab_size=1024, context_length=32, width=128, depth=4,
                                num_heads=4, eos_id=3, pool="eos"))
   elif arg == "micro":
@@ -102,7 +102,7 @@ def lit(arg: str) -> ml_collections.ConfigDict:
   locked BERT text tower, its tokenizer; lit_tiny loads all-MiniLM-L6-v2 through init_from."""
   if arg == "lit_tiny":
     m = model(embed_dim=128,
-              vision=common.vit(image_size=64, patch_size=8, width=128, depth=4, num_heads=4),
+              vision=common.vit(**common.TINY_VIT),
               text=lit_text(context_length=32))
   else:
     m = model(embed_dim=32,

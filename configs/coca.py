@@ -67,7 +67,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     m = model()
   elif arg == "tiny":
     m = model(embed_dim=128, pooler_heads=4, pooler_queries=16,
-              vision=common.vit(image_size=64, patch_size=8, width=128, depth=4, num_heads=4),
+              vision=common.vit(**common.TINY_VIT),
               text=common.text(vocab_size=1024, context_length=33, width=128, depth=4,
                                num_heads=4),
               decoder=decoder(vocab_size=1024, width=128, depth=2, num_heads=4))

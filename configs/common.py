@@ -7,6 +7,13 @@ only what differs from the defaults.
 import ml_collections
 
 
+# The image tower of every tiny preset (CLIP, SigLIP, CoCa, LiT, Flamingo, Q-Former), so a CLIP
+# tiny run can initialise any of them: 64 px images, an 8 x 8 grid of width-128 tokens, 4 layers,
+# and the convolutional stem, without which the tower does not learn shape in a CPU budget
+# (experiments/results/shape_diagnosis.md; `--config.model.vision.stem=patch` is the old tower).
+TINY_VIT = dict(image_size=64, patch_size=8, width=128, depth=4, num_heads=4, stem="conv")
+
+
 def vit(**overrides) -> ml_collections.ConfigDict:
   """ViT image tower (mmjax/models/vit.py)."""
   c = ml_collections.ConfigDict()
@@ -22,10 +29,22 @@ def vit(**overrides) -> ml_collections.ConfigDict:
   c.mlp_dim = ml_collections.FieldReference(None, field_type=int)
   # MLP activation: 'gelu' (open_clip), 'quick_gelu' (OpenAI CLIP weights), 'gelu_tanh'.
   c.activation = "gelu"
-  # Pooling of the final tokens: 'tok' (class token), 'gap' (mean), 'map' (attention pooling).
+  # Pooling of the final tokens: 'tok' (class token), 'gap' (mean), 'max' (max over tokens),
+  # 'map' (attention pooling).
   c.pool = "tok"
   # Prepend a learned class token.
   c.class_token = True
+  # Patch embedding: 'patch' (one patch_size x patch_size convolution, the paper's) or 'conv'
+  # (a stem of 3x3 convolutions with the same token grid, mmjax/models/vit.py:ConvStem; the tiny
+  # presets use it because a tiny ViT does not learn shape from raw patches:
+  # experiments/results/shape_diagnosis.md).
+  c.stem = "patch"
+  # Channels of the conv stem's first layer, doubling per layer up to width; None: width //
+  # 2 ** (log2(patch_size) - 1).
+  c.stem_width = ml_collections.FieldReference(None, field_type=int)
+  # How the conv stem halves the resolution: 'maxpool' (stride-1 convs + 2 x 2 max-pooling
+  # after the first, shift-tolerant) or 'stride' (stride-2 convs, Xiao et al.'s).
+  c.stem_downsample = "maxpool"
   # Bias on the patch-embedding convolution (timm/SigLIP: yes; open_clip: no).
   c.patch_bias = False
   # LayerNorm right after the position embeddings (open_clip: yes; timm/SigLIP: no).
@@ -157,6 +176,12 @@ def trainer(config: ml_collections.ConfigDict, *, data: ml_collections.ConfigDic
   # Initialise sub-trees from other runs: "DST_PATH=WORKDIR_OR_CKPT:SRC_PATH" strings, e.g.
   # "vision=/runs/clip:image" copies the CLIP run's image tower into our `vision` sub-tree.
   config.init_from = ()
+  # Pre-training stages the same command runs first (mmjax/stages.py), by name: dict(
+  # config='configs/F.py:preset', overrides=('field=value', ...), init=('DST=SRC', ...)). Each
+  # trains in WORKDIR/pretrain_<name> (resumed, or skipped when finished) and its SRC sub-tree
+  # initialises this model's DST; a stage whose DSTs init_from already covers is not run.
+  # Empty: none.
+  config.pretrain = ml_collections.ConfigDict()
   # Non-finite loss or gradients: 'halt' (stop, naming the step and the first bad parameter
   # group; the last good checkpoint stays) or 'skip' (drop the update, counted in metrics).
   config.on_nonfinite = "halt"

@@ -211,15 +211,15 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     m.xattn = xattn_model()
     m.update(connector_models(m.lm.width, m.lm.vocab_size + m.lm.num_new_tokens))
   elif arg == "tiny":
-    # The README's main job: captions of 64 px shapes scenes in minutes on 2 CPU cores. No
-    # pretrained towers exist at this scale, so both train (the recipe freezes its stage-1/2
-    # towers instead).
-    m.freeze_vision = False
+    # The README's main job: captions of and answers about 64 px shapes scenes in minutes on 2
+    # CPU cores, the paper's way: the vision tower is configs/clip.py:tiny's, pre-trained
+    # contrastively by the same command (config.pretrain, see with_trainer) and frozen; no
+    # pretrained LM exists at this size, so the LM trains from scratch with the resampler and
+    # the gated blocks. An experiment brings its own tower with
+    # --config.init_from='("vision=CLIP_WORKDIR:image",)' (the pre-training stage is then
+    # skipped).
     m.freeze_lm = False
-    # The tower of configs/clip.py:tiny, so a CLIP run can initialise it (the paper's recipe):
-    # --config.init_from='("vision=CLIP_WORKDIR:image",)' --config.model.freeze_vision=True
-    m.vision = vision_model(image_size=64, patch_size=8, width=128, depth=4, num_heads=4,
-                            mlp_dim=512)
+    m.vision = vision_model(**common.TINY_VIT, mlp_dim=512)
     m.resampler = resampler_model(width=128, depth=1, num_heads=4, head_dim=32, num_latents=16)
     m.lm = lm_configs.lm_model(vocab_size=512, width=128, depth=4, num_heads=4, num_kv_heads=2,
                                head_dim=32, mlp_dim=384, max_len=128, num_new_tokens=3)
@@ -234,8 +234,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     # experiments/recipe.py --scale smollm2: the tiny CLIP vision tower (stage 1) and the real
     # SmolLM2-135M-Instruct (configs/lm.py:smollm2_135m, loaded from its GGUF) as the frozen LM,
     # tokenised by the `smollm2` tokenizer (its 49152 ids, then <image>, <|endofchunk|>).
-    m.vision = vision_model(image_size=64, patch_size=8, width=128, depth=4, num_heads=4,
-                            mlp_dim=512)
+    m.vision = vision_model(**common.TINY_VIT, mlp_dim=512)
     m.resampler = resampler_model(width=128, depth=1, num_heads=4, head_dim=32, num_latents=16)
     m.lm = lm_configs.lm_preset("smollm2_135m")
     m.lm.num_new_tokens = 3
@@ -317,8 +316,24 @@ def with_trainer(config: ml_collections.ConfigDict, arg: str) -> ml_collections.
   config.evals.samples = ml_collections.ConfigDict(dict(
       type="captions", every_steps=every, split="heldout", num_examples=4, max_new_tokens=24,
       answers=True))
+  if arg == "tiny":
+    # The paper's stage 1 inside the README's one command: configs/clip.py:tiny trained
+    # contrastively in WORKDIR/pretrain_clip (for fewer steps than its own preset, to fit the
+    # main job's 10 minutes), its image tower then initialises this model's, frozen.
+    config.pretrain.clip = ml_collections.ConfigDict(dict(
+        config="configs/clip.py:tiny", overrides=(f"total_steps={TINY_CLIP_STEPS}",),
+        init=("vision=image",)))
+    # What the main job shows at its end (the last record of metrics.jsonl, and samples.png):
+    # do its captions name objects that are there, do they differ between images, and do its
+    # answers beat the same model shown blank images (mmjax/evaluators/grounding.py)?
+    config.evals.final = ml_collections.ConfigDict(dict(
+        type="grounding", every_steps=0, splits=("validation", "heldout"), num_captions=64,
+        num_vqa_records=64, max_new_tokens=24, samples_png=True, num_samples=8))
   return config
 
+
+# Contrastive pre-training steps of the tiny main job's vision tower (config.pretrain.clip).
+TINY_CLIP_STEPS = 600
 
 # Frames (T) the video presets feed the model, and frames (S) their stored clips have.
 VIDEO_FRAMES = {"tiny": (4, 8), "micro": (2, 4)}

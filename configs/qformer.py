@@ -68,8 +68,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   m.label_smoothing = 0.1
   if arg == "tiny":
     # configs/clip.py:tiny's image tower, so a CLIP run can initialise it.
-    m.vision = vision_model(image_size=64, patch_size=8, width=128, depth=4, num_heads=4,
-                            mlp_dim=512)
+    m.vision = vision_model(**common.TINY_VIT, mlp_dim=512)
     m.stage1 = stage1_model(num_queries=16, width=128, depth=2, num_heads=4, mlp_dim=256,
                             max_length=32, embed_dim=128, vocab_size=513)
   elif arg == "micro":

@@ -40,7 +40,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     m = base
   elif arg == "tiny":
     m = model(embed_dim=128)
-    m.vision.update(image_size=64, patch_size=8, width=128, depth=4, num_heads=4)
+    m.vision.update(common.TINY_VIT)
     m.text.update(vocab_size=1024, context_length=32, width=128, depth=4, num_heads=4)
   elif arg == "micro":
     m = model(embed_dim=32)

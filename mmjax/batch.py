@@ -14,6 +14,7 @@ model family declares which keys it needs (`ModelFamily.batch_keys`). Shapes use
 | media            | [B, M, T, H, W, 3]| float32 | interleaved images / video frames (T=1 for stills), same normalisation |
 | media_mask       | [B, M]            | bool    | True where media slot m holds a real item (rows have up to M media)      |
 | text             | [B, L]            | int32   | text-tower input of two-tower models (CLIP/SigLIP/CoCa), right-padded with `pad_id` |
+| text_neg         | [B, L]            | int32   | a hard-negative text per row (data.hard_negatives: the caption with one shape swapped), like `text` |
 | tokens           | [B, L]            | int32   | decoder-LM input sequence (LM, Flamingo), right-padded |
 | media_locations  | [B, L]            | bool    | True at the `<image>` token of each media item, in order of `media` |
 | loss_mask        | [B, L]            | float32 | weight of the next-token loss for predicting tokens[:, t] from positions < t; 0 on padding, prompts and t = 0 |
@@ -36,6 +37,7 @@ IMAGE = "image"
 MEDIA = "media"
 MEDIA_MASK = "media_mask"
 TEXT = "text"
+TEXT_NEG = "text_neg"
 TOKENS = "tokens"
 MEDIA_LOCATIONS = "media_locations"
 LOSS_MASK = "loss_mask"
@@ -57,6 +59,7 @@ BATCH_SPEC: Mapping[str, KeySpec] = {
     MEDIA: KeySpec("BMTHWC", "float32", "interleaved images / video frames"),
     MEDIA_MASK: KeySpec("BM", "bool", "real media slots"),
     TEXT: KeySpec("BL", "int32", "text-tower tokens, right-padded"),
+    TEXT_NEG: KeySpec("BL", "int32", "hard-negative text-tower tokens, right-padded"),
     TOKENS: KeySpec("BL", "int32", "decoder-LM tokens, right-padded"),
     MEDIA_LOCATIONS: KeySpec("BL", "bool", "<image> token positions"),
     LOSS_MASK: KeySpec("BL", "float32", "next-token loss weight per target"),

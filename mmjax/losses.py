@@ -27,15 +27,22 @@ def l2_normalize(x: Array, eps: float = 1e-12) -> Array:
   return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
 
 
-def softmax_contrastive_loss(image_emb: Array, text_emb: Array, logit_scale: Array
+def softmax_contrastive_loss(image_emb: Array, text_emb: Array, logit_scale: Array,
+                             text_neg_emb: Array | None = None
                              ) -> tuple[Array, dict[str, Array]]:
   """CLIP's symmetric InfoNCE on L2-normalised embeddings [B, D]; `logit_scale` is exp(t).
 
   loss = (CE(s * I T^T, diag) + CE(s * T I^T, diag)) / 2.
+  With hard-negative texts `text_neg_emb` [B, D] (NegCLIP, Yuksekgonul et al. 2023), each
+  image's softmax over texts also holds every negative: CE(s * I [T; N]^T, diag); the
+  text-to-image term is unchanged.
   """
   logits = logit_scale * image_emb @ text_emb.T
   labels = jnp.arange(logits.shape[0])
-  i2t = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+  texts = logits
+  if text_neg_emb is not None:
+    texts = jnp.concatenate([logits, logit_scale * image_emb @ text_neg_emb.T], axis=1)
+  i2t = optax.softmax_cross_entropy_with_integer_labels(texts, labels).mean()
   t2i = optax.softmax_cross_entropy_with_integer_labels(logits.T, labels).mean()
   loss = 0.5 * (i2t + t2i)
   accuracy = 0.5 * ((jnp.argmax(logits, 1) == labels).mean() +
@@ -44,14 +51,19 @@ def softmax_contrastive_loss(image_emb: Array, text_emb: Array, logit_scale: Arr
 
 
 def sigmoid_contrastive_loss(image_emb: Array, text_emb: Array, logit_scale: Array,
-                             logit_bias: Array) -> tuple[Array, dict[str, Array]]:
+                             logit_bias: Array, text_neg_emb: Array | None = None
+                             ) -> tuple[Array, dict[str, Array]]:
   """SigLIP's pairwise sigmoid loss (Zhai et al. 2023, Alg. 1), normalised by the batch size.
 
   loss = -1/|B| sum_ij log sigmoid(z_ij (t x_i . y_j + b)), z_ij = 1 if i == j else -1.
+  Hard-negative texts `text_neg_emb` [B, D] add B more columns, every pair a negative.
   """
   logits = logit_scale * image_emb @ text_emb.T + logit_bias
   labels = 2.0 * jnp.eye(logits.shape[0]) - 1.0
   loss = -jnp.sum(jax.nn.log_sigmoid(labels * logits)) / logits.shape[0]
+  if text_neg_emb is not None:
+    negatives = logit_scale * image_emb @ text_neg_emb.T + logit_bias
+    loss += -jnp.sum(jax.nn.log_sigmoid(-negatives)) / logits.shape[0]
   accuracy = (jnp.argmax(logits, 1) == jnp.arange(logits.shape[0])).mean()
   return loss, {"contrastive_loss": loss, "i2t_accuracy": accuracy}
 

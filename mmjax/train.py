@@ -39,6 +39,7 @@ from mmjax import paths
 from mmjax import preemption
 from mmjax import reporting
 from mmjax import restore
+from mmjax import stages
 from mmjax import evaluators as eval_lib
 from mmjax.data import pipeline
 from mmjax.data import tokenizers
@@ -397,8 +398,9 @@ def train_and_evaluate(config: Any, workdir: str, devices: Optional[list] = None
 
   `devices` restricts the mesh to some devices (tests compare 1 device with 8); default all.
   """
-  # ---- Workdir, mesh and run record ----
+  # ---- Pre-training stages (config.pretrain), then workdir, mesh and run record ----
   workdir = os.path.abspath(workdir)
+  config = stages.prepare(config, workdir, train_and_evaluate)
   is_chief = jax.process_index() == 0
   mesh = P.make_mesh(dict(config.mesh), devices)
   rules = config.sharding_rules
@@ -535,16 +537,21 @@ def train_and_evaluate(config: Any, workdir: str, devices: Optional[list] = None
         # The iterator has produced exactly `step` batches here: its state matches the params.
         checkpointer.save(step, params, opt_state, train_rng, train_iter.get_state())
         saved_step = step
+      # One record per evaluation step, so the run's last metrics.jsonl line holds every
+      # final evaluation.
+      step_results: dict[str, Any] = {}
       for name, evaluator in evaluators.items():
         every = config.evals[name].get("every_steps", 0)
         if (every and step % every == 0) or step == total:
           results = evaluator.run(params)
-          writer.write(step, results)
           if is_chief:
             for key, value in results.items():
               print(f"  eval {key}: {value}", flush=True)
-          last_metrics.update(results)
-          progress.restart(step)  # evaluation time is not training throughput
+          step_results.update(results)
+      if step_results:
+        writer.write(step, step_results)
+        last_metrics.update(step_results)
+        progress.restart(step)  # evaluation time is not training throughput
       batch = None
     checkpointer.close()
   writer.close()

@@ -81,3 +81,25 @@ def test_initial_temperature(family):
   else:
     np.testing.assert_allclose(out["logit_scale"], 10.0, rtol=1e-5)
     np.testing.assert_allclose(out["logit_bias"], -10.0)
+
+
+def test_hard_negatives_join_each_images_softmax_and_sigmoid_negatives():
+  """NegCLIP: image i's softmax is over the B captions and the B hard negatives; the
+  text-to-image direction is unchanged. The sigmoid loss adds every negative pair."""
+  L = losses
+  rng = np.random.default_rng(0)
+  norm = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)
+  img, txt, neg = (norm(rng.normal(size=(4, 8))) for _ in range(3))
+  s = 10.0
+  loss, _ = L.softmax_contrastive_loss(img, txt, s, neg)
+  logits = s * img @ np.concatenate([txt, neg]).T
+  i2t = np.mean(-logits[np.arange(4), np.arange(4)] + np.log(np.exp(logits).sum(1)))
+  t2i_logits = s * txt @ img.T
+  t2i = np.mean(-np.diag(t2i_logits) + np.log(np.exp(t2i_logits).sum(1)))
+  np.testing.assert_allclose(loss, (i2t + t2i) / 2, rtol=1e-5)
+  plain, _ = L.softmax_contrastive_loss(img, txt, s)
+  assert float(loss) > float(plain)
+  sig, _ = L.sigmoid_contrastive_loss(img, txt, s, -1.0, neg)
+  sig_plain, _ = L.sigmoid_contrastive_loss(img, txt, s, -1.0)
+  extra = -np.log(1 / (1 + np.exp(s * img @ neg.T - 1.0))).sum() / 4
+  np.testing.assert_allclose(sig, sig_plain + extra, rtol=1e-5)

@@ -86,6 +86,17 @@ def default_data_config(**overrides) -> ml_collections.ConfigDict:
   # 'validation'/'test'/'heldout'; their images are rendered at image_size.
   c.num_train = 4096
   c.num_eval = 256
+  # shapes: the caption styles (mmjax/data/shapes_world.py:CAPTION_STYLES) the stored captions
+  # are drawn from; empty: every style the scene has (the original data). LISTING_STYLES, each
+  # naming every object, is what the tiny CLIP tower trains on (experiments/README.md). Part of
+  # the prepared dataset's name, so data prepared with other captions is never reused.
+  c.caption_styles = ()
+  # shapes two-tower caption rows: also emit `text_neg`, the caption with one shape word swapped
+  # so that it is false of the image (mmjax/data/shapes_world.py:swap_shape), which CLIP /
+  # SigLIP add to every image's negatives (NegCLIP). In-batch negatives almost never share an
+  # image's colours, so without them the contrastive loss is solved by colour alone
+  # (experiments/results/shape_diagnosis.md). Needs captions that name a shape (caption_styles).
+  c.hard_negatives = False
   # Real datasets (emoji, tuxpaint, fashion_mnist, text): cap on the examples prepared per split
   # (None: all of them), for tests and smoke runs; the generated datasets use num_train/num_eval.
   c.max_examples = None
@@ -177,6 +188,12 @@ def validate(c: ml_collections.ConfigDict) -> None:
   if c.get("pack_conversations", 1) < 1:
     raise ValueError(f"data.pack_conversations must be >= 1, got {c.pack_conversations}")
   validate_anyres(c)
+  if c.get("hard_negatives", False) and (c.as_media or set(dataset_tasks(c)) != {"caption"}):
+    raise ValueError("data.hard_negatives adds negative captions to two-tower caption rows: it "
+                     "needs data.task='caption' and data.as_media=False")
+  if c.get("hard_negatives", False) and set(c.datasets) - {"shapes", "shapes_small"}:
+    raise ValueError(f"data.hard_negatives swaps shapes in shapes captions; data.datasets "
+                     f"{tuple(c.datasets)} has others")
   if len(c.mean) != 3 or len(c.std) != 3:
     raise ValueError("data.mean and data.std need 3 channel values each")
 

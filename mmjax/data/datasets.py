@@ -55,7 +55,7 @@ SPLITS = tuple(common.SPLIT_IDS)
 # The data-config size fields a builder may use (`source_kwargs` less the locations); each
 # builder's make_builder_config takes the ones that apply to it and ignores the rest.
 SIZE_FIELDS = frozenset({"image_size", "num_train", "num_eval", "num_frames", "kind", "shots",
-                         "seed", "max_examples"})
+                         "seed", "max_examples", "caption_styles"})
 
 
 def resolve_data_dir(data_dir: str | None = None) -> str:
@@ -125,8 +125,9 @@ def source_kwargs(data_config: Any) -> dict[str, Any]:
               image_size=data_config.image_size, num_train=data_config.num_train,
               num_eval=data_config.num_eval, num_frames=config_lib.source_frames(data_config),
               kind=data_config.interleaved_kind, shots=data_config.shots,
-              # .get: config.json files of runs from before the field existed lack it.
-              max_examples=data_config.get("max_examples"))
+              # .get: config.json files of runs from before the fields existed lack them.
+              max_examples=data_config.get("max_examples"),
+              caption_styles=tuple(data_config.get("caption_styles", ()) or ()))
 
 
 def load_source(name: str, split: str, *, data_dir: str | None = None,

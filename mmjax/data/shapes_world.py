@@ -277,11 +277,47 @@ def caption_style(text: str) -> str | None:
   return None
 
 
-def captions(scene: Scene, rng: np.random.Generator, num: int = 5) -> list[str]:
-  """`num` captions of the scene in varied templates (all true of the image)."""
-  candidates = list(styled_captions(scene, rng).values())
+# Styles whose caption names every object with its size, colour and shape: captions in them
+# tell a contrastive tower which shapes are in the image, where the other styles name one object
+# or none (experiments/README.md, "Why the tiny tower did not read shape").
+LISTING_STYLES = ("count_listing", "picture_of", "scene_with")
+
+
+def captions(scene: Scene, rng: np.random.Generator, num: int = 5,
+             styles: Sequence[str] = ()) -> list[str]:
+  """`num` captions of the scene in varied templates (all true of the image), drawn from the
+  styles in `styles` (empty: every style the scene has). Without `styles` the random stream is
+  consumed exactly as before the option existed, so the default data never changes."""
+  unknown = sorted(set(styles) - set(CAPTION_STYLES))
+  if unknown:
+    raise ValueError(f"unknown caption style(s) {unknown}; known: {CAPTION_STYLES}")
+  candidates = [c for name, c in styled_captions(scene, rng).items()
+                if not styles or name in styles]
   order = rng.permutation(len(candidates))[:num]
   return [candidates[i] for i in order]
+
+
+_SHAPE_WORD = re.compile(r"\b(" + "|".join(SHAPES) + r")\b")
+
+
+def swap_shape(caption: str, scene: Scene, rng: np.random.Generator | None = None
+               ) -> str | None:
+  """The caption with one shape word replaced by another shape, so that it is false of the
+  scene: a hard negative that only an image tower reading shape can reject (NegCLIP,
+  Yuksekgonul et al. 2023, swaps words the same way). The replaced word and the new shape are
+  drawn with `rng` (without: the first word, the first shape that makes it false). When the
+  word follows a colour, no object of that colour may have the new shape. None if the caption
+  names no shape."""
+  words = list(_SHAPE_WORD.finditer(caption))
+  if not words:
+    return None
+  match = words[int(rng.integers(len(words)))] if rng is not None else words[0]
+  before = caption[:match.start()].split()
+  colour = before[-1] if before and before[-1] in COLOURS else None
+  taken = {o.shape for o in scene.objects if colour is None or o.colour == colour}
+  options = [s for s in SHAPES if s not in taken] or [s for s in SHAPES if s != match.group(1)]
+  new = pick(rng, options) if rng is not None else options[0]
+  return caption[:match.start()] + new + caption[match.end():]
 
 
 def annotator_answers(answer: str, rng: np.random.Generator, kind: str = "word") -> list[str]:

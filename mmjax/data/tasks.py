@@ -25,7 +25,7 @@ With `as_media`, caption/vqa rows use the interleaved form with one image.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -33,6 +33,7 @@ from PIL import Image
 from mmjax.data import answers as answers_lib
 from mmjax.data import frames as frames_lib
 from mmjax.data import anyres, audio_world, conversation, packing, preprocess
+from mmjax.data import shapes_world as world
 from mmjax.data import tokenizers as tok_lib
 from mmjax.data.packing import IMAGE, PROMPT, TARGET
 
@@ -137,6 +138,8 @@ class ExampleProcessor:
     self.max_media, self.frames = int(config.max_media), int(frames_per_media)
     self.mean, self.std = tuple(config.mean), tuple(config.std)
     self.augment = dict(config.augment)
+    # .get: data configs of runs from before the field existed lack it.
+    self.hard_negatives = bool(config.get("hard_negatives", False))
     self.tok = tokenizer
     # AnyRes tiling of caption/vqa images (config.anyres_grids; validated in data/config.py).
     self.grids = tuple(tuple(int(v) for v in g) for g in config.get("anyres_grids", ()) or ())
@@ -287,9 +290,15 @@ class ExampleProcessor:
       return self._qa_row(f"Question: {questions[i]} Answer:", answers[i], r["image"], rng)
     if self.task == "vqa_class":
       return self._vqa_class_row(r, rng)
-    return self._caption_row(captions, r["image"], rng)
+    negative = None
+    if self.hard_negatives:
+      scene = world.Scene.from_json(_text(r["scene"], "scene"))
+      negative = lambda caption: world.swap_shape(caption, scene, rng)
+    return self._caption_row(captions, r["image"], rng, negative)
 
-  def _caption_row(self, captions: Sequence[str], blob: bytes, rng) -> dict:
+  def _caption_row(self, captions: Sequence[str], blob: bytes, rng,
+                   negative: Callable[[str], str | None] | None = None) -> dict:
+    """caption row; `negative(caption)`: the two-tower row's hard-negative text (`text_neg`)."""
     caption = captions[self._choose(len(captions), rng)]
     image = (self._tiles(blob, [caption], rng) if self.grids else
              self._images([blob], "image", [caption], rng))
@@ -297,6 +306,13 @@ class ExampleProcessor:
     if self.task == "caption" and not self.as_media:
       # Two-tower text: BOS + caption + EOS, truncated keeping EOS (open_clip.tokenize).
       row["text"] = self.tok.pad_ids([caption], self.length)[0]
+      if negative is not None:
+        text_neg = negative(caption)
+        if text_neg is None:
+          raise preprocess.BadExample("captions", f"data.hard_negatives: caption {caption!r} "
+                                      "names no shape to swap (use data.caption_styles that "
+                                      "name objects, e.g. shapes_world.LISTING_STYLES)")
+        row["text_neg"] = self.tok.pad_ids([text_neg], self.length)[0]
     return row
 
   def _qa_row(self, prompt: str, target: str, blob: bytes, rng) -> dict:

@@ -46,7 +46,7 @@ def build(name: str, config: Any, context: EvalContext):
   # pylint: disable=import-outside-toplevel,unused-import
   from mmjax.evaluators import (captioning, captions, fewshot, linear_probe, loss,  # noqa: F401
                                 multiple_choice, perplexity, retrieval, vqa, zeroshot)
-  from mmjax.evaluators import binding, chat  # noqa: F401
+  from mmjax.evaluators import binding, chat, grounding  # noqa: F401
   from mmjax.evaluators import vqa_class  # noqa: F401
   if config.type not in _REGISTRY:
     raise ValueError(f"evals.{name}.type {config.type!r} is unknown; known types: "

@@ -25,15 +25,20 @@ def shapes_suite(family: str, size: str = "full") -> ml_collections.ConfigDict:
   n = 8 if small else 64
   evals: dict[str, dict[str, Any]] = {}
   if family in ("clip", "siglip", "coca"):
-    evals["zeroshot_shape"] = dict(type="zeroshot", attribute="shape", templates="shapes",
-                                   baselines=True)
-    evals["zeroshot_colour"] = dict(type="zeroshot", attribute="colour",
-                                    templates="openai_imagenet" if not small else "simple",
-                                    baselines=True)
+    # Zero-shot shape and colour of the single-object scenes of unseen scenes ('validation')
+    # and of held-out colour-shape pairs ('heldout': a tower that reads shape and colour apart
+    # names shapes it never saw in that colour).
+    for split, tag in (("validation", ""), ("heldout", "_heldout")):
+      evals[f"zeroshot_shape{tag}"] = dict(type="zeroshot", attribute="shape",
+                                           templates="shapes", split=split, baselines=True)
+      evals[f"zeroshot_colour{tag}"] = dict(
+          type="zeroshot", attribute="colour", split=split, baselines=True,
+          templates="openai_imagenet" if not small else "simple")
     evals["retrieval"] = dict(type="retrieval", num_examples=16 if small else 128,
                               baselines=True)
-    evals["probe_colour"] = dict(type="linear_probe", attribute="colour",
-                                 train_records=64 if small else 1024, baselines=True)
+    for attribute in ("shape", "colour"):
+      evals[f"probe_{attribute}"] = dict(type="linear_probe", attribute=attribute,
+                                         train_records=64 if small else 1024, baselines=True)
   if family in ("lm", "flamingo"):
     # One dataset and task: a run may train on a mixture (configs/flamingo.py).
     evals["perplexity"] = dict(type="perplexity", num_batches=1 if small else 4,

@@ -96,19 +96,24 @@ class TwoTower(nn.Module):
     return jnp.exp(t), bias
 
   def __call__(self, image: Optional[Array] = None, text: Optional[Array] = None,
-               train: bool = False) -> dict[str, Array]:
+               train: bool = False, text_neg: Optional[Array] = None) -> dict[str, Array]:
     out = {}
     if image is not None:
       out["image_emb"] = self.embed_image(image, train)
-    if text is not None:
+    if text is not None and text_neg is not None:
+      # One pass of the text tower over the captions and their hard negatives.
+      both = self.embed_text(jnp.concatenate([text, text_neg]), train)
+      out["text_emb"], out["text_neg_emb"] = jnp.split(both, 2)
+    elif text is not None:
       out["text_emb"] = self.embed_text(text, train)
     out["logit_scale"], out["logit_bias"] = self.scale_and_bias()
     return out
 
 
 class _TwoTowerFamily(family.ModelFamily):
-  """Shared network/loss plumbing of CLIP and SigLIP."""
-  batch_keys = (B.IMAGE, B.TEXT)
+  """Shared network/loss plumbing of CLIP and SigLIP. A batch with `text_neg` (one hard-negative
+  caption per row, data.hard_negatives) adds those texts as negatives of every image."""
+  batch_keys = (B.IMAGE, B.TEXT, B.TEXT_NEG)
 
   def make_module(self, config: Any) -> nn.Module:
     common = common_kwargs(config)
@@ -158,7 +163,8 @@ class CLIP(_TwoTowerFamily):
   """CLIP: softmax InfoNCE, temperature initialised at 0.07 and clamped at 1/100."""
 
   def contrastive(self, out):
-    return losses.softmax_contrastive_loss(out["image_emb"], out["text_emb"], out["logit_scale"])
+    return losses.softmax_contrastive_loss(out["image_emb"], out["text_emb"], out["logit_scale"],
+                                           out.get("text_neg_emb"))
 
 
 @family.register("siglip")
@@ -167,6 +173,10 @@ class SigLIP(_TwoTowerFamily):
 
   def contrastive(self, out):
     chunks = self.config.get("sigmoid_chunks", 1)
+    if "text_neg_emb" in out:
+      return losses.sigmoid_contrastive_loss(out["image_emb"], out["text_emb"],
+                                             out["logit_scale"], out["logit_bias"],
+                                             out["text_neg_emb"])
     if chunks > 1:
       loss = losses.chunked_sigmoid_contrastive_loss(out["image_emb"], out["text_emb"],
                                                      out["logit_scale"], out["logit_bias"], chunks)

@@ -1,9 +1,18 @@
 """Vision Transformer encoder (Dosovitskiy et al. 2021) as CLIP, SigLIP, CoCa and Flamingo use it.
 
-Patch embedding -> (+ class token) -> learned position embeddings -> [ln_pre] -> pre-LN blocks
+Patch embedding (or a convolutional stem) -> (+ class token) -> learned position embeddings -> [ln_pre] -> pre-LN blocks
 -> final norm -> pooling (class token, global average, or MAP attention pooling) -> [projection].
 Position embeddings are stored for `image_size` and bilinearly resized when the model runs at
 another resolution, so a model built at 224 px runs at 336 px.
+
+`stem='conv'` replaces the single patch-embedding convolution by a convolutional stem (Xiao et
+al. 2021, "Early convolutions help transformers see better"): log2(patch_size) 3x3 convolutions
+with ReLU, each halving the resolution, by its stride or (`stem_downsample='maxpool'`, after the
+first) by 2 x 2 max-pooling, then a 1x1 convolution to the width. It produces the same token grid
+as the patch embedding (so resamplers and connectors see the same shapes), but each token's
+features are built from local edges and corners, pooled so that they do not depend on where in
+its patch an object sits: a tiny ViT trained for minutes learns neither from raw patches
+(experiments/README.md, "Why the tiny tower did not read shape").
 """
 
 from __future__ import annotations
@@ -56,6 +65,61 @@ class MapHead(nn.Module):
     return x[:, 0]
 
 
+class ConvStem(nn.Module):
+  """A convolutional stem (Xiao et al. 2021): log2(patch_size) [3x3 conv -> ReLU] layers, each
+  halving the resolution, then a 1x1 conv to `width`: the patch grid of a patch_size ViT, from
+  local features. `downsample`: 'stride' (every conv has stride 2, the paper's) or 'maxpool'
+  (the first conv has stride 2, later ones stride 1 and a 2 x 2 max-pool: features that do not
+  move when an object shifts inside its cell, at ~4x the stem's cost; what lets the tiny tower
+  read shape, experiments/results/shape_diagnosis.md). Channels start at `stem_width` and
+  double per layer up to `width`.
+
+  The paper normalises each convolution with BatchNorm; here there is no normalisation inside
+  the stem (a bias instead), so the tower keeps no batch statistics and behaves the same in
+  training and evaluation. Not LayerNorm: over the channels of one pixel it is invariant to the
+  scale of the first convolution's output, which is linear in the RGB value, so a flat region's
+  brightness is lost and colours collapse (measured: zero-shot colour 0.14 with it, vs 0.73 for
+  the patch stem; experiments/README.md)."""
+  width: int
+  patch_size: int
+  stem_width: Optional[int] = None
+  use_bias: bool = False
+  downsample: str = "stride"
+  dtype: layers.Dtype = jnp.float32
+  param_dtype: layers.Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    num = self.patch_size.bit_length() - 1
+    if self.patch_size < 2 or 2 ** num != self.patch_size:
+      raise ValueError(f"ViT stem='conv' needs a power-of-two patch_size >= 2, got "
+                       f"{self.patch_size}")
+    channels = self.stem_width or max(self.width // 2 ** (num - 1), 1)
+    for i in range(num):
+      # Input channels of the first layer are the image's 3, later ones the stem's own width.
+      pool = self.downsample == "maxpool" and i > 0
+      x = nn.Conv(channels, (3, 3), strides=(1, 1) if pool else (2, 2),
+                  padding=((1, 1), (1, 1)), use_bias=True,
+                  dtype=self.dtype, param_dtype=self.param_dtype,
+                  kernel_init=layers.with_axes(nn.initializers.he_normal(), None, None,
+                                               P.CONV_IN, None),
+                  bias_init=layers.with_axes(nn.initializers.zeros, None),
+                  name=f"conv_{i}")(x)
+      x = nn.relu(x)
+      if pool:
+        # 2 x 2 max-pooling as a reshape (XLA's CPU select-and-scatter gradient of
+        # nn.max_pool is ~1.4x slower).
+        b, h, w, c = x.shape
+        x = x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+      channels = min(2 * channels, self.width)
+    return nn.Conv(self.width, (1, 1), use_bias=self.use_bias, dtype=self.dtype,
+                   param_dtype=self.param_dtype,
+                   kernel_init=layers.with_axes(nn.initializers.lecun_normal(), None, None,
+                                                P.CONV_IN, P.EMBED),
+                   bias_init=layers.with_axes(nn.initializers.zeros, P.EMBED),
+                   name="proj")(x)
+
+
 class ViT(nn.Module):
   """ViT image encoder. `__call__(image, train)` returns `(pooled, tokens)`.
 
@@ -69,7 +133,13 @@ class ViT(nn.Module):
     patch_size: side of the square patches.
     width / depth / num_heads / mlp_dim: transformer shape (mlp_dim default 4 * width).
     activation: MLP activation ('gelu' for open_clip, 'quick_gelu' for OpenAI weights).
-    pool: 'tok' (class token), 'gap' (mean of patch tokens), 'map' (attention pooling), 'none'.
+    pool: 'tok' (class token), 'gap' (mean of patch tokens), 'max' (max of patch tokens),
+      'map' (attention pooling), 'none'.
+    stem: 'patch' (one patch_size x patch_size convolution, the paper's) or 'conv' (ConvStem:
+      stride-2 3x3 convolutions; patch_size must be a power of two).
+    stem_width: channels of the conv stem's first layer (doubling per layer up to width);
+      None means width // 2 ** (layers - 1), so the last 3x3 layer has `width` channels.
+    stem_downsample: how the conv stem halves the resolution: 'maxpool' or 'stride' (ConvStem).
     class_token: prepend a learned class token.
     patch_bias: bias on the patch-embedding convolution (timm/SigLIP yes, open_clip no).
     ln_pre: LayerNorm after adding position embeddings (open_clip yes, timm no).
@@ -89,6 +159,9 @@ class ViT(nn.Module):
   activation: str = "gelu"
   pool: str = "tok"
   class_token: bool = True
+  stem: str = "patch"
+  stem_width: Optional[int] = None
+  stem_downsample: str = "maxpool"
   patch_bias: bool = False
   ln_pre: bool = True
   norm_eps: float = 1e-5
@@ -118,18 +191,26 @@ class ViT(nn.Module):
     if image.shape[1] != image.shape[2]:
       raise ValueError(f"ViT expects square images, got {image.shape[1]}x{image.shape[2]}")
     self.grid(image.shape[1])  # raises unless the image divides into whole patches
-    if self.pool not in ("tok", "gap", "map", "none"):
-      raise ValueError(f"unknown ViT pool {self.pool!r}; choose tok, gap, map or none")
+    if self.pool not in ("tok", "gap", "max", "map", "none"):
+      raise ValueError(f"unknown ViT pool {self.pool!r}; choose tok, gap, max, map or none")
     if self.pool == "tok" and not self.class_token:
       raise ValueError("ViT pool='tok' needs class_token=True")
     scale = self.width ** -0.5
-    x = nn.Conv(self.width, (self.patch_size,) * 2, strides=(self.patch_size,) * 2,
-                padding="VALID", use_bias=self.patch_bias, dtype=self.dtype,
-                param_dtype=self.param_dtype,
-                kernel_init=layers.with_axes(nn.initializers.lecun_normal(), None, None, P.CONV_IN,
-                                             P.EMBED),
-                bias_init=layers.with_axes(nn.initializers.zeros, P.EMBED),
-                name="patch_embed")(image.astype(self.dtype))
+    if self.stem not in ("patch", "conv", "patch_conv"):
+      raise ValueError(f"unknown ViT stem {self.stem!r}; choose 'patch', 'conv' or 'patch_conv'")
+    if self.stem in ("patch", "patch_conv"):
+      x = nn.Conv(self.width, (self.patch_size,) * 2, strides=(self.patch_size,) * 2,
+                  padding="VALID", use_bias=self.patch_bias, dtype=self.dtype,
+                  param_dtype=self.param_dtype,
+                  kernel_init=layers.with_axes(nn.initializers.lecun_normal(), None, None,
+                                               P.CONV_IN, P.EMBED),
+                  bias_init=layers.with_axes(nn.initializers.zeros, P.EMBED),
+                  name="patch_embed")(image.astype(self.dtype))
+    if self.stem in ("conv", "patch_conv"):
+      conv = ConvStem(self.width, self.patch_size, self.stem_width, self.patch_bias,
+                      self.stem_downsample, self.dtype, self.param_dtype,
+                      name="stem")(image.astype(self.dtype))
+      x = conv if self.stem == "conv" else x + conv
     b, h, w, d = x.shape
     x = x.reshape(b, h * w, d)
 
@@ -166,6 +247,8 @@ class ViT(nn.Module):
       pooled = x[:, 0]
     elif self.pool == "gap":
       pooled = jnp.mean(tokens, axis=1)
+    elif self.pool == "max":
+      pooled = jnp.max(tokens, axis=1)
     else:
       pooled = MapHead(self.num_heads, self.mlp_dim or 4 * self.width, self.norm_eps,
                        self.dtype, self.param_dtype, name="map_head")(tokens)

@@ -17,14 +17,20 @@ def _count(tree) -> int:
   return sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(tree))
 
 
-def _vit_count(width, depth, mlp_dim, patch, image_size) -> int:
+def _vit_count(width, depth, mlp_dim, patch, image_size, stem="patch") -> int:
   """open_clip VisionTransformer without projection: patch conv (no bias), class token,
-  positions, ln_pre, depth x (ln_1, attn with biases, ln_2, mlp with biases), ln_post."""
+  positions, ln_pre, depth x (ln_1, attn with biases, ln_2, mlp with biases), ln_post. The
+  conv stem replaces the patch conv by 3x3 convs (with biases) 3 -> w/4 -> w/2 -> w (for
+  patch 8) and a 1x1 conv w -> w (no bias)."""
   tokens = (image_size // patch) ** 2 + 1
   block = 2 * width + 4 * width * width + 4 * width + 2 * width + 2 * width * mlp_dim + mlp_dim \
       + width
-  return patch * patch * 3 * width + width + tokens * width + 2 * width + depth * block \
-      + 2 * width
+  embed = patch * patch * 3 * width
+  if stem == "conv":
+    layers = patch.bit_length() - 1
+    chans = [3] + [width // 2 ** (layers - 1 - i) for i in range(layers)]
+    embed = sum(9 * a * b + b for a, b in zip(chans, chans[1:])) + width * width
+  return embed + width + tokens * width + 2 * width + depth * block + 2 * width
 
 
 @pytest.mark.parametrize("preset", ["micro", "tiny"])
@@ -34,14 +40,16 @@ def test_parameter_count_by_hand(preset):
   params = nn.unbox(jax.eval_shape(family.init, jax.random.key(0),
                                    family.dummy_batch(1))["params"])
   v, s, q = config.model.vision, config.model.stage1, config.model.stage1.qformer
-  vit = _vit_count(v.width, v.depth, v.mlp_dim, v.patch_size, v.image_size)
+  vit = _vit_count(v.width, v.depth, v.mlp_dim, v.patch_size, v.image_size, v.stem)
   stage1 = qformer_family.stage1_params_estimate(
       vision_width=v.width, num_queries=q.num_queries, width=q.width, depth=q.depth,
       mlp_dim=q.mlp_dim, cross_attention_freq=q.cross_attention_freq, vocab_size=q.vocab_size,
       max_length=q.max_length, embed_dim=s.embed_dim)
   assert _count(params["vision"]) == vit
   assert _count(params["stage1"]) == stage1
-  assert _count(params) == {"micro": 15_008 + 50_884, "tiny": 826_624 + 586_500}[preset]
+  # tiny: configs/common.py:TINY_VIT's conv stem (109,632 parameters) in place of the 8 x 8
+  # patch embedding (24,576) of the tower before it (826,624).
+  assert _count(params) == {"micro": 15_008 + 50_884, "tiny": 911_680 + 586_500}[preset]
 
 
 def test_train_steps_lower_every_loss_with_the_tower_frozen():

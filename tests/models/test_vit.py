@@ -68,3 +68,34 @@ def test_params_carry_logical_axes():
   specs = nn.get_partition_spec(variables)["params"]
   assert tuple(specs["blocks"]["attn"]["query"]["kernel"]) == ("layers", "embed", "heads", "kv")
   assert tuple(specs["blocks"]["mlp"]["fc1"]["kernel"]) == ("layers", "embed", "mlp")
+
+
+def test_conv_stem_gives_the_patch_grid_with_counted_parameters():
+  """stem='conv' (Xiao et al. 2021): log2(patch) stride-2 3x3 convs (3->32->64->128, biases)
+  and a 1x1 conv to the width, the same 8 x 8 token grid as the 8-px patch embedding."""
+  model = vit.ViT(image_size=64, patch_size=8, width=128, depth=1, num_heads=4, stem="conv")
+  variables = model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+  stem = nn.unbox(variables["params"]["stem"])
+  counts = {k: sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(v))
+            for k, v in stem.items()}
+  assert counts == {"conv_0": 9 * 3 * 32 + 32, "conv_1": 9 * 32 * 64 + 64,
+                    "conv_2": 9 * 64 * 128 + 128, "proj": 128 * 128}
+  assert "patch_embed" not in variables["params"]
+  image = jax.random.uniform(jax.random.key(1), (2, 64, 64, 3), minval=-1, maxval=1)
+  pooled, tokens = model.apply(variables, image)
+  assert tokens.shape == (2, 64, 128) and pooled.shape == (2, 128)
+  # Each token sees only its neighbourhood before attention: a change in the top-left 8 x 8
+  # patch moves the stem's output at grid cell (0, 0) and leaves the far corner alone.
+  stem_out = lambda x: vit.ConvStem(128, 8).apply({"params": stem}, x)
+  moved = image.at[:, :8, :8].add(0.5)
+  diff = jnp.abs(stem_out(moved) - stem_out(image)).sum(-1)
+  assert float(diff[:, 0, 0].min()) > 0 and float(diff[:, 4:, 4:].max()) == 0
+
+
+def test_conv_stem_needs_a_power_of_two_patch():
+  with pytest.raises(ValueError, match="power-of-two patch_size"):
+    vit.ViT(image_size=48, patch_size=6, width=32, depth=1, num_heads=2, stem="conv").init(
+        jax.random.key(0), jnp.zeros((1, 48, 48, 3)))
+  with pytest.raises(ValueError, match="unknown ViT stem 'cnn'"):
+    vit.ViT(image_size=32, patch_size=8, width=32, depth=1, num_heads=2, stem="cnn").init(
+        jax.random.key(0), jnp.zeros((1, 32, 32, 3)))

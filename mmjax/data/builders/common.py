@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
+from mmjax.data import shapes_world as world
+
 # Stable ids of the splits (part of every example's seed; never renumber).
 SPLIT_IDS = {"train": 0, "validation": 1, "test": 2, "heldout": 3}
 
@@ -44,21 +46,34 @@ class ShapesConfig(tfds.core.BuilderConfig):
   # Support examples per few-shot episode (kind='episodes' / 'styled_episodes'), or per word
   # (kind='binding').
   shots: int = 4
+  # shapes / shapes_small only: the caption styles (shapes_world.CAPTION_STYLES names) the
+  # stored captions are drawn from; empty: every style the scene has (the original data).
+  caption_styles: tuple[str, ...] = ()
 
 
 def make_config(*, image_size: int = 64, num_train: int = 4096, num_eval: int = 256,
                 seed: int = 0, num_frames: int = 8, kind: str = "documents",
-                shots: int = 4) -> ShapesConfig:
-  """A config whose name spells out its fields, so different sizes never share a directory."""
+                shots: int = 4, caption_styles: tuple[str, ...] = ()) -> ShapesConfig:
+  """A config whose name spells out its fields, so different sizes or captions never share a
+  directory (a default field adds nothing to the name, so existing prepared data keeps its
+  name)."""
   if kind not in KINDS:
     raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+  caption_styles = tuple(caption_styles)
+  unknown = sorted(set(caption_styles) - set(world.CAPTION_STYLES))
+  if unknown:
+    raise ValueError(f"data.caption_styles has unknown style(s) {unknown}; known: "
+                     f"{world.CAPTION_STYLES}")
   for field, value in (("image_size", image_size), ("num_train", num_train),
                        ("num_eval", num_eval), ("num_frames", num_frames), ("shots", shots)):
     if value < 1:
       raise ValueError(f"{field} must be >= 1, got {value}")
   name = f"{image_size}px_n{num_train}_e{num_eval}_s{seed}_t{num_frames}_{kind}_k{shots}"
+  if caption_styles:
+    name += "_c" + "+".join(caption_styles)
   return ShapesConfig(name=name, image_size=image_size, num_train=num_train, num_eval=num_eval,
-                      seed=seed, num_frames=num_frames, kind=kind, shots=shots)
+                      seed=seed, num_frames=num_frames, kind=kind, shots=shots,
+                      caption_styles=caption_styles)
 
 
 def split_sizes(config: ShapesConfig) -> dict[str, int]:
@@ -90,10 +105,15 @@ class ProceduralBuilder(tfds.core.GeneratorBasedBuilder):
   # it does not install; procedural builders download nothing, so there is no code path to read.
   code_path = None
   BUILDER_CONFIGS = [make_config()]
+  # Whether the builder's captions follow data.caption_styles (only `shapes` and its variants
+  # store shapes_world captions); the others drop the field so their names never change.
+  USES_CAPTION_STYLES = False
 
   @classmethod
   def make_builder_config(cls, **config: Any) -> ShapesConfig:
     """The BuilderConfig for the data-config size fields (see `mmjax.data.datasets`);
     `max_examples` (a cap for the real datasets) does not apply to generated ones."""
     config.pop("max_examples", None)
+    if not cls.USES_CAPTION_STYLES:
+      config.pop("caption_styles", None)
     return make_config(**config)

@@ -14,7 +14,7 @@ def generate_example(config: common.ShapesConfig, split: str, index: int,
   """Example `index` of `split` as stored (image omitted when `render` is False)."""
   rng = common.example_rng(config, split, index)
   scene = world.sample_scene(rng, heldout=common.heldout_mode(split))
-  caps = world.captions(scene, rng)
+  caps = world.captions(scene, rng, styles=config.caption_styles)
   qas = world.questions(scene, rng)
   ex = {
       "captions": caps,
@@ -32,6 +32,8 @@ def generate_example(config: common.ShapesConfig, split: str, index: int,
 
 class Shapes(common.ProceduralBuilder):
   """CLEVR-like procedural scenes; see `mmjax.data.shapes_world`."""
+
+  USES_CAPTION_STYLES = True
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(

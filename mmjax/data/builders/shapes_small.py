@@ -40,6 +40,7 @@ class ShapesSmall(shapes.Shapes):
     """As `shapes`, but the stored size is always CANVAS whatever data.image_size says."""
     config.pop("max_examples", None)
     config["image_size"] = CANVAS
+    config["caption_styles"] = tuple(config.get("caption_styles", ()))
     return common.make_config(**config)
 
   def _generate_examples(self, split: str, num: int):
