@@ -8,10 +8,11 @@ import ml_collections
 
 
 # The image tower of every tiny preset (CLIP, SigLIP, CoCa, LiT, Flamingo, Q-Former), so a CLIP
-# tiny run can initialise any of them: 64 px images, an 8 x 8 grid of width-128 tokens, 4 layers,
-# and the convolutional stem, without which the tower does not learn shape in a CPU budget
-# (experiments/results/shape_diagnosis.md; `--config.model.vision.stem=patch` is the old tower).
-TINY_VIT = dict(image_size=64, patch_size=8, width=128, depth=4, num_heads=4, stem="conv")
+# tiny run can initialise any of them: 64 px images, an 8 x 8 grid of width-128 tokens, 4 layers.
+# The patch stem: the conv stems (stem='conv') classify shape when supervised but learn the
+# contrastive task too slowly at this budget (experiments/README.md, "Why the tiny tower did not
+# read shape").
+TINY_VIT = dict(image_size=64, patch_size=8, width=128, depth=4, num_heads=4, stem="patch")
 
 
 def vit(**overrides) -> ml_collections.ConfigDict:
@@ -34,10 +35,10 @@ def vit(**overrides) -> ml_collections.ConfigDict:
   c.pool = "tok"
   # Prepend a learned class token.
   c.class_token = True
-  # Patch embedding: 'patch' (one patch_size x patch_size convolution, the paper's) or 'conv'
-  # (a stem of 3x3 convolutions with the same token grid, mmjax/models/vit.py:ConvStem; the tiny
-  # presets use it because a tiny ViT does not learn shape from raw patches:
-  # experiments/results/shape_diagnosis.md).
+  # Patch embedding: 'patch' (one patch_size x patch_size convolution, the paper's), 'conv' (a
+  # stem of 3x3 convolutions with the same token grid, mmjax/models/vit.py:ConvStem: what a tiny
+  # ViT needs to classify shape, experiments/results/shape_diagnosis.md) or 'patch_conv' (both,
+  # summed).
   c.stem = "patch"
   # Channels of the conv stem's first layer, doubling per layer up to width; None: width //
   # 2 ** (log2(patch_size) - 1).

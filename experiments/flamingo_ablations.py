@@ -209,8 +209,9 @@ def run_row(row: Row, seed: int, args, stage_dirs: dict[str, str]) -> dict[str, 
   gate = f"_gate{args.gate_init:g}" if args.gate_init else ""  # runs of their own
   workdir = os.path.join(args.workdir, args.scale, f"rows{gate}", f"{row.name}_seed{seed}")
   over = flamingo_overrides(args.scale, row, seed, args.steps, stage_dirs)
-  if args.gate_init:
-    over.append(f"model.xattn.gate_init={args.gate_init}")
+  # Always explicit: configs/flamingo.py:tiny's own default (0.1, the README main job's) is not
+  # the paper's 0 that these tables use unless --gate_init says otherwise.
+  over.append(f"model.xattn.gate_init={args.gate_init}")
   seconds = train_stage(f"configs/flamingo.py:{args.scale}", over, workdir)
   results = evaluate_tiny.evaluate_workdir(workdir, score_evals(args.eval_size))
   attn_gates = xattn.gate_values(restore.load_params(workdir)[0])["attn_gate"]

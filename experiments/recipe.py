@@ -267,8 +267,8 @@ def stage3_config(scale: str, seed: int, steps: int, stage_dirs: dict[str, str],
              f"data.text_length={text_length}"]
   elif text_length != TEXT_LENGTH:
     over += [f"data.text_length={text_length}"]
-  if gate_init:
-    over += [f"model.xattn.gate_init={gate_init}"]
+  # Always explicit: configs/flamingo.py:tiny defaults to 0.1 (the README main job's).
+  over += [f"model.xattn.gate_init={gate_init}"]
   return _without_evals(_load(f"configs/flamingo.py:{scale}", over))
 
 
