@@ -1,7 +1,7 @@
 """Why the tiny CLIP tower did not read shape: each suspect with the measurement that settles it,
 into experiments/results/shape_diagnosis.{json,md}.
 
-    python experiments/shape_diagnosis.py --jobs 2 [--steps 1500] [--seeds 0]
+    python experiments/shape_diagnosis.py --jobs 2 [--runs sup_cnn_max,...] [--seeds 0]
     python experiments/shape_diagnosis.py --from_json       # rewrite the markdown only
 
 Data statistics (no training), over training scenes and their stored captions:
@@ -9,14 +9,15 @@ Data statistics (no training), over training scenes and their stored captions:
              original caption styles and for the listing styles (shapes_world.LISTING_STYLES);
   negatives  share of in-batch negatives that colour alone cannot reject (their scene has the
              same set of colours as the image's), i.e. the only pairs whose loss asks for shape.
-Training runs (configs/clip.py:tiny with one factor changed at a time, the same budget each):
-             the old tower (patch stem, every caption style), the new one (conv stem, listing
-             captions), each factor of the new one reverted alone, augmentation off, and the old
-             tower at the old 300-step budget. Each run reports zero-shot shape / colour on
+Training runs (configs/clip.py:tiny with the stem, the captions or hard negatives changed, at
+             the budgets of experiments/README.md's table; --steps for the others). Each run
+             reports zero-shot shape / colour on
              single-object validation and held-out scenes, zero-shot shape on small and large
              objects apart (object size vs patch size), and a linear probe of shape on the image
              features: a probe near chance says the image tower has no shape in it, whatever
              the text tower does; a probe far above zero-shot would blame the text side.
+Supervised runs (sup_*): a shape classifier of single-object scenes trained directly: can the
+             tower learn shape at all when the label says exactly what to learn?
 `--jobs N` shares the runs among N single-core worker processes (sweep_jobs.py); runs resume in
 their directories and the JSON is rewritten after every run.
 """
@@ -65,27 +66,31 @@ class Run:
 RUNS = (
     Run("old_300", "the committed tower at its old budget", (
         "model.vision.stem=patch", ALL_STYLES)),
-    Run("old", "the old tower at the new budget (is it only the budget?)", (
-        "model.vision.stem=patch", ALL_STYLES)),
-    Run("listing_patch_stem", "listing captions alone (the patch stem)", (
+    Run("listing_patch_stem", "listing captions (configs/clip.py:tiny)", (
         "model.vision.stem=patch", LISTING)),
-    Run("listing_stride_stem", "listing captions + Xiao et al.'s stride-2 conv stem", (
+    Run("listing_stride_stem", "stride-2 conv stem", (
         "model.vision.stem=conv", "model.vision.stem_downsample=stride", LISTING)),
-    Run("maxpool_stem_all_styles", "the max-pool conv stem with every caption style", (
-        "model.vision.stem=conv", ALL_STYLES)),
-    Run("new", "max-pool conv stem + listing captions (configs/clip.py:tiny)", (
-        "model.vision.stem=conv", LISTING)),
-    Run("new_no_augment", "the new recipe without crop / flip augmentation", (
-        "model.vision.stem=conv", LISTING, "data.augment.random_resized_crop=False",
-        "data.augment.flip=False")),
+    Run("listing_maxpool_stem", "max-pooled conv stem", ("model.vision.stem=conv", LISTING)),
+    Run("listing_maxpool_stem_max", "the same, max over tokens", (
+        "model.vision.stem=conv", "model.vision.pool=max", "model.vision.class_token=False",
+        LISTING)),
+    Run("listing_maxpool_stem_negatives", "max-pooled conv stem + hard negatives", (
+        "model.vision.stem=conv", LISTING, "data.hard_negatives=True")),
+    Run("listing_patch_conv_negatives", "patch + conv stems summed + hard negatives", (
+        "model.vision.stem=patch_conv", LISTING, "data.hard_negatives=True")),
+    Run("listing_patch_negatives", "patch stem + hard negatives", (
+        "model.vision.stem=patch", LISTING, "data.hard_negatives=True")),
 )
-RUN_STEPS = {"old_300": 300}
+# The budgets of experiments/README.md's table (others: --steps).
+RUN_STEPS = {"old_300": 300, "listing_patch_stem": 600, "listing_stride_stem": 600,
+             "listing_maxpool_stem": 900, "listing_maxpool_stem_max": 900,
+             "listing_maxpool_stem_negatives": 900, "listing_patch_conv_negatives": 600}
 # Supervised shape classification of single-object scenes: can the tower learn shape at all in
 # a few hundred steps, when the label says exactly what to learn?
 SUPERVISED = (
     Run("sup_vit_patch", "ViT, patch stem (the old tower)", supervised="vit_patch"),
     Run("sup_vit_stride_stem", "ViT, stride-2 conv stem", supervised="vit_stride_stem"),
-    Run("sup_vit_maxpool_stem", "ViT, max-pool conv stem (the new tower)",
+    Run("sup_vit_maxpool_stem", "ViT, max-pool conv stem (stem='conv')",
         supervised="vit_maxpool_stem"),
     Run("sup_cnn_mean", "3-layer CNN (max-pooled), global mean pooling", supervised="cnn_mean"),
     Run("sup_cnn_max", "the same CNN, global max pooling", supervised="cnn_max"),
@@ -154,8 +159,10 @@ def diagnosis_evals() -> ml_collections.ConfigDict:
   evals = {}
   for split, tag in (("validation", "val"), ("heldout", "heldout")):
     for attribute in ("shape", "colour"):
-      evals[f"{tag}_{attribute}"] = dict(type="zeroshot", split=split, attribute=attribute,
-                                         templates="shapes")
+      # The templates of mmjax.evaluate's shapes suite, so rows compare with its figures.
+      evals[f"{tag}_{attribute}"] = dict(
+          type="zeroshot", split=split, attribute=attribute,
+          templates="shapes" if attribute == "shape" else "openai_imagenet")
   evals["probe_shape"] = dict(type="linear_probe", attribute="shape", train_records=1024)
   return ml_collections.ConfigDict(evals)
 
@@ -288,10 +295,12 @@ def report(saved: dict[str, Any]) -> str:
               "the image's colour set (only these need shape to be told apart), "
               f"{n['same_colour_shape_pairs']:.4f} share its colour-shape pairs. Single-object "
               f"scenes: {stats['single_object_share']:.2f} of the training data.", ""]
-  lines += ["## Runs (zero-shot top-1 on single-object scenes; chance: shape 0.20, colour 0.125)",
-            "", "| run | tests | steps | train min | seeds | "
-            + " | ".join(label for _, label in COLUMNS) + " |",
-            "|---|---|---|---|---|" + "---|" * len(COLUMNS)]
+  clip_rows = [r for r in saved["rows"] if not r["run"].startswith("sup_")]
+  if clip_rows:
+    lines += ["## Runs (zero-shot top-1 on single-object scenes; chance: shape 0.20, colour "
+              "0.125)", "", "| run | tests | steps | train min | seeds | "
+              + " | ".join(label for _, label in COLUMNS) + " |",
+              "|---|---|---|---|---|" + "---|" * len(COLUMNS)]
   by_run: dict[str, list[dict]] = {}
   for r in saved["rows"]:
     if not r["run"].startswith("sup_"):
