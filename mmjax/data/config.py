@@ -96,6 +96,7 @@ def default_data_config(**overrides) -> ml_collections.ConfigDict:
   # SigLIP add to every image's negatives (NegCLIP). In-batch negatives almost never share an
   # image's colours, so without them the contrastive loss is solved by colour alone
   # (experiments/results/shape_diagnosis.md). Needs captions that name a shape (caption_styles).
+  # Measured at tiny: no shape gained yet (experiments/README.md), so off by default.
   c.hard_negatives = False
   # Real datasets (emoji, tuxpaint, fashion_mnist, text): cap on the examples prepared per split
   # (None: all of them), for tests and smoke runs; the generated datasets use num_train/num_eval.
