@@ -80,11 +80,14 @@ RUNS = (
         "model.vision.stem=patch_conv", LISTING, "data.hard_negatives=True")),
     Run("listing_patch_negatives", "patch stem + hard negatives", (
         "model.vision.stem=patch", LISTING, "data.hard_negatives=True")),
+    Run("listing_maxpool_stem_negatives_2500", "max-pooled conv stem + hard negatives, longer", (
+        "model.vision.stem=conv", LISTING, "data.hard_negatives=True")),
 )
 # The budgets of experiments/README.md's table (others: --steps).
 RUN_STEPS = {"old_300": 300, "listing_patch_stem": 600, "listing_stride_stem": 600,
              "listing_maxpool_stem": 900, "listing_maxpool_stem_max": 900,
-             "listing_maxpool_stem_negatives": 900, "listing_patch_conv_negatives": 600}
+             "listing_maxpool_stem_negatives": 900, "listing_patch_conv_negatives": 600,
+             "listing_maxpool_stem_negatives_2500": 2500}
 # Supervised shape classification of single-object scenes: can the tower learn shape at all in
 # a few hundred steps, when the label says exactly what to learn?
 SUPERVISED = (
